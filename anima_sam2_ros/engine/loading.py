@@ -1,0 +1,350 @@
+"""``load_model``: build a SAM 2.1 network, load its weights, set precision and device.
+
+Weights sources (the ``weights`` argument):
+
+* ``"dummy"``: seeded random initialisation (``seed``); masks are meaningless, a WARNING says so.
+* ``None``: the registry's default Hugging Face id (e.g. ``facebook/sam2.1-hiera-small``).
+* a local Hugging Face-format directory: ``config.json`` + ``*.safetensors`` (sharded is fine);
+  a directory holding only ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)``,
+  never with unrestricted pickle. The config's architecture must match the requested name.
+* a single ``*.safetensors`` file with the requested architecture's tensor names.
+* a Hugging Face id (``org/name``): resolved only from the local cache (``$HF_HOME/hub``),
+  never downloaded.
+* an INT8 artifact directory (contains ``quantization.json``): delegated to
+  ``anima_sam2_ros.quant.artifact.load_int8_artifact``.
+
+Checkpoints must be ``Sam2VideoModel`` checkpoints: every tensor of the network must be present
+(strict). An image-only ``Sam2Model`` checkpoint lacks the memory modules the tracker needs and is
+refused with a clear ``ModelLoadError``.
+
+Precision: ``fp32``; ``bf16`` / ``fp16`` run under ``torch.autocast`` with fp32 weights (the
+network mixes dtypes on purpose: transformers keeps memory features in bfloat16, positional
+encodings, sigmoids and stability scores in float32; autocast keeps layer norms and softmax in
+fp32 while matmuls/convolutions run in half precision, which a blanket ``.half()`` of the weights
+would not); ``int8``: torchao ``Int8DynamicActivationInt8WeightConfig`` on the ``nn.Linear``
+layers of the fp32 network (unless the weights already are an INT8 artifact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import ModelLoadError
+from .registry import ModelSpec, architecture_mismatch, build_config, resolve
+
+LOG = logging.getLogger("anima_sam2_ros.engine")
+
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+# Tensors of a Sam2VideoModel that an image-only Sam2Model checkpoint does not contain.
+_MEMORY_PREFIXES = (
+    "memory_", "mask_downsample", "object_pointer_proj", "temporal_positional_encoding_projection_layer",
+    "no_memory_positional_encoding", "no_object_pointer", "occlusion_spatial_embedding_parameter",
+)
+
+
+class LoadedModel:
+    """A ready network plus what callers need to run it (device, precision, input size)."""
+
+    def __init__(self, model: Any, *, name: str, device: Any, precision: str, image_size: int,
+                 weights_source: str, is_dummy: bool) -> None:
+        """Wrap an eval-mode ``Sam2VideoModel`` already on ``device``."""
+        import torch
+
+        self.model = model
+        self.name = name
+        self.device = torch.device(device)
+        self.precision = precision
+        self.image_size = int(image_size)
+        self.weights_source = weights_source
+        self.is_dummy = bool(is_dummy)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+    def __repr__(self) -> str:
+        """Short description (no tensors)."""
+        return (f"LoadedModel(name={self.name!r}, precision={self.precision!r}, device={self.device}, "
+                f"image_size={self.image_size}, weights={self.weights_source!r}, dummy={self.is_dummy})")
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """``torch.inference_mode()`` plus ``torch.autocast`` for bf16/fp16."""
+        import torch
+
+        with torch.inference_mode():
+            if self.precision in ("bf16", "fp16"):
+                with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+                    yield
+            else:
+                yield
+
+    def release(self) -> None:
+        """Drop the network and free device memory; the object is unusable afterwards."""
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()
+        if self.device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _resolve_device(device: Any):
+    import torch
+
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"invalid device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPUs)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelLoadError(f"unsupported device {device!r} (auto, cpu, cuda, cuda:N)")
+    return dev
+
+
+def _build(spec: ModelSpec, seed: int):
+    import torch
+    from transformers import Sam2VideoModel
+
+    config = build_config(spec)
+    # Seed the initialisation without disturbing the caller's global RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = Sam2VideoModel(config)
+    return model.eval()
+
+
+def hf_cache_dir() -> str:
+    """The Hugging Face hub cache directory that ``load_model`` reads (never writes)."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - huggingface_hub always ships with transformers
+        home = os.environ.get("HF_HOME", os.path.join(os.path.expanduser("~"), ".cache", "huggingface"))
+        return os.path.join(home, "hub")
+
+
+def _resolve_hf_id(repo_id: str) -> str:
+    """Local snapshot directory of ``repo_id`` from the HF cache, without network access."""
+    cache = hf_cache_dir()
+    expected = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(repo_id, local_files_only=True, cache_dir=cache)
+    except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError, HFValidationError, offline...
+        raise ModelLoadError(
+            f"weights {repo_id!r} are not in the local Hugging Face cache (this engine never "
+            f"downloads). Expected them under {expected} (cache: {cache}; set HF_HOME to move it). "
+            f"Download them on a connected machine with `huggingface-cli download {repo_id}` and copy "
+            f"the cache, or pass weights=<local directory>. ({type(exc).__name__})") from None
+    return path
+
+
+def _read_state_dict_dir(path: str) -> dict[str, Any]:
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if files:
+        state: dict[str, Any] = {}
+        for fname in files:
+            state.update(_read_safetensors(os.path.join(path, fname)))
+        return state
+    binary = os.path.join(path, "pytorch_model.bin")
+    if os.path.isfile(binary):
+        import torch
+
+        try:
+            state = torch.load(binary, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError...
+            raise ModelLoadError(f"cannot read {binary} (weights_only torch.load): "
+                                 f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(state, dict):
+            raise ModelLoadError(f"{binary} does not hold a state dict")
+        return state
+    raise ModelLoadError(f"no weights in {path}: expected *.safetensors (or pytorch_model.bin)")
+
+
+def _read_safetensors(path: str) -> dict[str, Any]:
+    try:
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise ModelLoadError(f"cannot read safetensors file {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    cfg_path = os.path.join(path, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise ModelLoadError(f"{path} has no config.json (expected a Hugging Face-format model directory)")
+    try:
+        with open(cfg_path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {cfg_path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{cfg_path} is not a JSON object")
+    return config
+
+
+def _load_state(model: Any, state: dict[str, Any], source: str) -> None:
+    import torch
+
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ModelLoadError(f"{source}: entries that are not tensors: {bad[:5]}")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing and all(k.startswith(_MEMORY_PREFIXES) for k in missing):
+        raise ModelLoadError(
+            f"{source} is an image-only (Sam2Model) checkpoint: it lacks the {len(missing)} memory "
+            f"tensors ({missing[0]}, ...) that tracking needs; use a Sam2VideoModel checkpoint "
+            f"(the facebook/sam2.1-hiera-* repositories hold one)")
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"{source} does not match the architecture: {len(missing)} missing tensors "
+            f"{missing[:3]}, {len(unexpected)} unexpected tensors {unexpected[:3]}")
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
+              for k, v in own.items() if tuple(state[k].shape) != tuple(v.shape)]
+    if shapes:
+        raise ModelLoadError(f"{source}: tensor shapes do not match the architecture: {shapes[:3]}")
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise ModelLoadError(f"{source}: non-finite values in {non_finite[:3]}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError) as exc:  # pragma: no cover - checked above
+        raise ModelLoadError(f"{source}: {type(exc).__name__}: {exc}") from None
+
+
+def _load_int8_artifact(path: str, device: Any):
+    try:
+        from anima_sam2_ros.quant.artifact import load_int8_artifact
+    except ImportError as exc:
+        raise ModelLoadError(f"{path} is an INT8 artifact but anima_sam2_ros.quant.artifact is "
+                             f"unavailable: {exc}") from None
+    try:
+        return load_int8_artifact(path, device)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - foreign code: report any failure as a load error
+        raise ModelLoadError(f"cannot load INT8 artifact {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _quantize_int8(model: Any) -> None:
+    try:
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            quantize_,
+        )
+    except ImportError as exc:
+        raise ModelLoadError(f"precision 'int8' needs torchao: {exc}") from None
+    quantize_(model, Int8DynamicActivationInt8WeightConfig())
+
+
+def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, precision: str = "fp32",
+               device: Any = "auto", seed: int = 0) -> LoadedModel:
+    """Build and load a SAM 2.1 video model.
+
+    Args:
+        name: registry name (``sam2.1-hiera-{tiny,small,base-plus,large}``, optional ``-int8``
+            suffix, or ``test-micro``).
+        weights: ``"dummy"``, ``None`` (registry default HF id), a local directory / safetensors
+            file, an HF id in the local cache, or an INT8 artifact directory.
+        precision: ``fp32`` | ``bf16`` | ``fp16`` | ``int8`` (an ``-int8`` name implies int8).
+        device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
+        seed: initialisation seed for dummy weights.
+
+    Raises:
+        ModelLoadError: unknown name/precision/device, weights missing, corrupt or of another
+            architecture.
+    """
+    spec, int8_name = resolve(name)
+    precision = str(precision).lower()
+    if precision not in PRECISIONS:
+        raise ModelLoadError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if int8_name:
+        if precision not in ("fp32", "int8"):
+            raise ModelLoadError(f"{name!r} is an int8 model; precision {precision!r} contradicts it")
+        precision = "int8"
+    dev = _resolve_device(device)
+
+    if weights is None:
+        if spec.hf_id is None:
+            raise ModelLoadError(f"{spec.name!r} has no published weights; pass weights='dummy' or a directory")
+        weights = spec.hf_id
+    if not isinstance(weights, (str, os.PathLike)):
+        raise ModelLoadError(f"weights must be a string or path, got {type(weights).__name__}")
+    weights = os.fspath(weights)
+
+    is_dummy = False
+    already_int8 = False
+    if weights == "dummy":
+        model = _build(spec, seed)
+        is_dummy = True
+        source = "dummy"
+        LOG.warning("=" * 72)
+        LOG.warning("MODEL %s HAS DUMMY (RANDOM) WEIGHTS: masks are meaningless. Use only for tests "
+                    "and benchmarks.", spec.name)
+        LOG.warning("=" * 72)
+    else:
+        path = os.path.expanduser(weights)
+        if os.path.isdir(path) or os.path.isfile(path):
+            source = os.path.abspath(path)
+        elif _HF_ID.match(weights) and not weights.startswith((".", "~")):
+            source = weights
+            path = _resolve_hf_id(weights)
+        else:
+            raise ModelLoadError(f"weights {weights!r}: no such file or directory, and not an HF id")
+
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, "quantization.json")):
+            model = _load_int8_artifact(path, dev)
+            config = getattr(model, "config", None)
+            mismatch = architecture_mismatch(spec, config.to_dict()) if config is not None else None
+            if mismatch:
+                raise ModelLoadError(f"INT8 artifact {source} is not a {spec.name} model: {mismatch}")
+            already_int8 = True
+            if precision != "int8":
+                LOG.info("weights %s are an INT8 artifact: precision set to int8", source)
+                precision = "int8"
+        elif os.path.isdir(path):
+            config = _read_config(path)
+            mismatch = architecture_mismatch(spec, config)
+            if mismatch:
+                raise ModelLoadError(f"{source} is not a {spec.name} checkpoint: {mismatch}")
+            state = _read_state_dict_dir(path)
+            model = _build(spec, seed)
+            _load_state(model, state, source)
+        elif path.endswith(".safetensors"):
+            state = _read_safetensors(path)
+            model = _build(spec, seed)
+            _load_state(model, state, source)
+        else:
+            raise ModelLoadError(f"{source}: unsupported weights file (expected a directory or *.safetensors; "
+                                 f"convert Meta .pt checkpoints to the Hugging Face format first)")
+
+    model = model.eval()
+    if not already_int8:
+        try:
+            model = model.to(dev)
+        except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory
+            raise ModelLoadError(f"cannot move {spec.name} to {dev}: {type(exc).__name__}: {exc}") from None
+        if precision == "int8":
+            _quantize_int8(model)
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return LoadedModel(model, name=spec.name + ("-int8" if precision == "int8" else ""), device=dev,
+                       precision=precision, image_size=spec.image_size, weights_source=source,
+                       is_dummy=is_dummy)
