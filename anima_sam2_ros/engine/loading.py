@@ -283,7 +283,8 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
 
     if weights is None:
         if spec.hf_id is None:
-            raise ModelLoadError(f"{spec.name!r} has no published weights; pass weights='dummy' or a directory")
+            raise ModelLoadError(
+                f"{spec.name!r} has no published weights; pass weights='dummy' or a directory")
         weights = spec.hf_id
     if not isinstance(weights, (str, os.PathLike)):
         raise ModelLoadError(f"weights must be a string or path, got {type(weights).__name__}")
@@ -332,8 +333,9 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
             model = _build(spec, seed)
             _load_state(model, state, source)
         else:
-            raise ModelLoadError(f"{source}: unsupported weights file (expected a directory or *.safetensors; "
-                                 f"convert Meta .pt checkpoints to the Hugging Face format first)")
+            raise ModelLoadError(
+                f"{source}: unsupported weights file (expected a directory or *.safetensors; "
+                f"convert Meta .pt checkpoints to the Hugging Face format first)")
 
     model = model.eval()
     if not already_int8:

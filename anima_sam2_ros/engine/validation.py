@@ -17,7 +17,8 @@ from .types import Prompt
 
 MAX_IMAGE_SIDE = 8192
 MAX_POINTS = 256
-VALID_LABELS = (0, 1)  # 1 foreground, 0 background; SAM's internal -1 (padding) and 2/3 (box) are not for users
+# 1 foreground, 0 background; SAM's internal -1 (padding) and 2/3 (box corners) are not for users.
+VALID_LABELS = (0, 1)
 
 
 def validate_image(image: np.ndarray) -> np.ndarray:
@@ -37,7 +38,8 @@ def validate_image(image: np.ndarray) -> np.ndarray:
     if height == 0 or width == 0:
         raise InvalidInputError(f"image is empty (shape {image.shape})")
     if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE:
-        raise InvalidInputError(f"image {width}x{height} exceeds the limit of {MAX_IMAGE_SIDE} pixels per side")
+        raise InvalidInputError(
+            f"image {width}x{height} exceeds the limit of {MAX_IMAGE_SIDE} pixels per side")
     if not image.flags.c_contiguous:
         image = np.ascontiguousarray(image)
     return image
@@ -104,13 +106,15 @@ def validate_prompt(prompt: Prompt, image_hw: tuple) -> Prompt:
     if prompt.box is not None:
         raw = _float_array(prompt.box, "box")
         if raw.size != 4 or raw.ndim > 2 or (raw.ndim == 2 and raw.shape[0] != 1):
-            raise InvalidInputError(f"box must hold 4 values (x_min, y_min, x_max, y_max), got shape {raw.shape}")
+            raise InvalidInputError(
+                f"box must hold 4 values (x_min, y_min, x_max, y_max), got shape {raw.shape}")
         raw = raw.reshape(4)
         if not np.isfinite(raw).all():
             raise InvalidInputError("box contains NaN or infinite values")
         x0, y0, x1, y1 = (float(v) for v in raw)
         if not (x0 < x1 and y0 < y1):
-            raise InvalidInputError(f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) needs x_min < x_max and y_min < y_max")
+            raise InvalidInputError(
+                f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) needs x_min < x_max and y_min < y_max")
         if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
             raise InvalidInputError(
                 f"box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies entirely outside the {width}x{height} image")
