@@ -1,0 +1,266 @@
+"""Messages <-> numpy / engine types: the one place where the node converts data.
+
+* ``image_from_msg`` (``sensor_msgs/Image``: rgb8, bgr8, mono8 and their OpenCV aliases 8UC3 /
+  8UC1) and ``image_from_compressed`` (``sensor_msgs/CompressedImage``, decoded with OpenCV) return
+  an ``(array, encoding)`` pair the engine takes as it is (no colour conversion here).
+* ``prompt_from_msg``: ``anima_sam2_ros/Prompt`` -> engine ``Prompt`` (structure only; the engine's
+  ``validate_prompt`` checks coordinates against the image).
+* ``object_mask_msg`` / ``mask_array_msg``: engine ``ObjectResult`` -> ``ObjectMask`` (mono8 0/255
+  mask at source resolution, built with ``array.array('B', ...)``: field checks on
+  ``bytes`` are ~100x slower) / ``ObjectMaskArray`` with the source frame's header.
+* ``image_msg``: numpy image -> ``sensor_msgs/Image`` (label image, overlay).
+
+Every rejection raises ``ConversionError`` (an engine ``InvalidInputError``) with a message that
+says what was wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+import array
+import math
+from typing import Any, Sequence, Tuple
+
+import numpy as np
+
+from anima_sam2_ros.engine.errors import InvalidInputError
+from anima_sam2_ros.engine.types import ObjectResult, Prompt
+
+# encoding -> (channels, engine encoding)
+ENCODINGS = {
+    "rgb8": (3, "rgb8"),
+    "bgr8": (3, "bgr8"),
+    "mono8": (1, "mono8"),
+    "8UC3": (3, "bgr8"),
+    "8UC1": (1, "mono8"),
+}
+# Encodings recognised only to explain why they are refused.
+_DEEP = ("mono16", "16UC", "16SC", "32FC", "32SC", "64FC", "rgb16", "bgr16", "rgba16", "bgra16")
+DEFAULT_MAX_SIDE = 8192
+
+
+class ConversionError(InvalidInputError):
+    """A message the node cannot use (encoding, sizes, values)."""
+
+
+def _check_size(width: int, height: int, max_side: int, what: str) -> None:
+    if width <= 0 or height <= 0:
+        raise ConversionError(f"{what} is empty ({width}x{height})")
+    if width > max_side or height > max_side:
+        raise ConversionError(f"{what} {width}x{height} exceeds the limit of {max_side} pixels per side "
+                              f"(parameter max_image_side)")
+
+
+def image_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[np.ndarray, str]:
+    """``sensor_msgs/Image`` -> ``(HxW or HxWx3 uint8 array, engine encoding)``.
+
+    Raises:
+        ConversionError: unsupported encoding (16-bit, float, colour with alpha, Bayer...), empty
+            or oversized image, ``step`` smaller than a row or ``data`` size != ``step * height``.
+    """
+    encoding = str(msg.encoding)
+    width, height, step = int(msg.width), int(msg.height), int(msg.step)
+    if encoding not in ENCODINGS:
+        if encoding.startswith(_DEEP):
+            raise ConversionError(
+                f"image encoding {encoding!r} is not supported: 16-bit and float images (depth, "
+                f"thermal) cannot be segmented; publish rgb8, bgr8 or mono8")
+        raise ConversionError(f"image encoding {encoding!r} is not supported; use rgb8, bgr8 or mono8")
+    channels, engine_encoding = ENCODINGS[encoding]
+    _check_size(width, height, max_side, "image")
+    row = width * channels
+    if step < row:
+        raise ConversionError(f"image step {step} is smaller than a {encoding} row of {width} pixels "
+                              f"({row} bytes)")
+    size = len(msg.data)
+    if size != step * height:
+        raise ConversionError(f"image data holds {size} bytes, expected step * height = {step} * {height} "
+                              f"= {step * height}")
+    flat = np.frombuffer(msg.data, dtype=np.uint8)
+    rows = flat.reshape(height, step)
+    if step != row:
+        rows = rows[:, :row]
+    image = rows.reshape(height, width, channels) if channels > 1 else rows.reshape(height, width)
+    return image, engine_encoding
+
+
+def image_from_compressed(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[np.ndarray, str]:
+    """``sensor_msgs/CompressedImage`` (jpeg, png, ...) -> ``(HxWx3 uint8 BGR, "bgr8")``.
+
+    Raises:
+        ConversionError: empty data, undecodable data, 16-bit content, oversized image.
+    """
+    import cv2
+
+    data = np.frombuffer(msg.data, dtype=np.uint8)
+    if data.size == 0:
+        raise ConversionError("compressed image has no data")
+    fmt = str(msg.format)
+    if "16UC" in fmt or "32FC" in fmt or "compressedDepth" in fmt:
+        raise ConversionError(f"compressed image format {fmt!r} (depth) is not supported")
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ConversionError(f"cannot decode compressed image (format {fmt!r}, {data.size} bytes)")
+    if image.dtype != np.uint8:  # pragma: no cover - IMREAD_COLOR always yields 8 bits
+        raise ConversionError(f"compressed image decodes to {image.dtype}, expected 8 bits")
+    _check_size(int(image.shape[1]), int(image.shape[0]), max_side, "compressed image")
+    return image, "bgr8"
+
+
+def is_empty_image(msg: Any) -> bool:
+    """True for an unset image field (width or height 0): "use the latest camera frame" / "no mask"."""
+    return int(msg.width) == 0 or int(msg.height) == 0
+
+
+def mask_from_msg(msg: Any) -> np.ndarray:
+    """A mono8 (or 8UC1) mask prompt -> ``(H, W)`` uint8 array (non-zero = object).
+
+    Raises:
+        ConversionError: other encodings, step / data size mismatch.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in ("mono8", "8UC1"):
+        raise ConversionError(f"mask prompt encoding {encoding!r} is not supported; use mono8 "
+                              f"(non-zero = object)")
+    image, _ = image_from_msg(msg)
+    return image
+
+
+def prompt_from_msg(msg: Any) -> Prompt:
+    """``anima_sam2_ros/Prompt`` -> engine ``Prompt`` (same pixel coordinates).
+
+    Empty labels with points mean "all foreground"; an empty box or mask means none. Coordinates
+    are checked for finiteness here; ranges against the image by the engine.
+
+    Raises:
+        ConversionError: labels count != points count, a box without 4 values, NaN/inf values, a
+            bad mask image, or nothing given.
+    """
+    oid = int(msg.object_id)
+    points = labels = box = mask = None
+    if len(msg.points):
+        points = np.array([[p.x, p.y] for p in msg.points], dtype=np.float64)
+        if not np.isfinite(points).all():
+            raise ConversionError(f"prompt (object {oid}): points contain NaN or infinite values")
+        if len(msg.labels):
+            if len(msg.labels) != len(msg.points):
+                raise ConversionError(f"prompt (object {oid}): {len(msg.labels)} labels for "
+                                      f"{len(msg.points)} points")
+            labels = np.array(list(msg.labels), dtype=np.int64)
+    elif len(msg.labels):
+        raise ConversionError(f"prompt (object {oid}): {len(msg.labels)} labels but no points")
+    if len(msg.box):
+        if len(msg.box) != 4:
+            raise ConversionError(f"prompt (object {oid}): box must hold 4 values (x_min, y_min, x_max, "
+                                  f"y_max), got {len(msg.box)}")
+        box = np.array(list(msg.box), dtype=np.float64)
+        if not np.isfinite(box).all():
+            raise ConversionError(f"prompt (object {oid}): box contains NaN or infinite values")
+    if not is_empty_image(msg.mask):
+        try:
+            mask = mask_from_msg(msg.mask)
+        except ConversionError as exc:
+            raise ConversionError(f"prompt (object {oid}): {exc}") from None
+    if points is None and box is None and mask is None:
+        raise ConversionError(f"prompt (object {oid}) has no points, box or mask")
+    return Prompt(object_id=oid, points=points, labels=labels, box=box, mask=mask)
+
+
+def assign_ids(prompts: Sequence[Prompt], taken: Sequence[int] = ()) -> list:
+    """Give every ``object_id`` 0 the smallest free id (> 0, not in ``taken`` nor the prompts).
+
+    Raises:
+        ConversionError: the same non-zero id twice.
+    """
+    seen = set()
+    for p in prompts:
+        if p.object_id:
+            if p.object_id in seen:
+                raise ConversionError(f"object_id {p.object_id} appears in more than one prompt")
+            seen.add(p.object_id)
+    used = seen | set(int(t) for t in taken)
+    out = []
+    next_id = 1
+    for p in prompts:
+        if not p.object_id:
+            while next_id in used:
+                next_id += 1
+            used.add(next_id)
+            p = Prompt(object_id=next_id, points=p.points, labels=p.labels, box=p.box, mask=p.mask)
+        out.append(p)
+    return out
+
+
+def image_msg(image: np.ndarray, encoding: str, header: Any = None) -> Any:
+    """A numpy image as a ``sensor_msgs/Image`` (uint8 or little-endian uint16, C-contiguous copy)."""
+    from sensor_msgs.msg import Image
+
+    image = np.ascontiguousarray(image)
+    if image.dtype == np.uint16:
+        image = image.astype("<u2", copy=False)
+    elif image.dtype != np.uint8:
+        raise ConversionError(f"cannot publish an image of dtype {image.dtype}")
+    height, width = int(image.shape[0]), int(image.shape[1])
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = height, width
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(image.strides[0]) if height else 0
+    msg.data = array.array("B", image.tobytes())
+    return msg
+
+
+def _finite(value: float, default: float = 0.0) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else default
+
+
+def object_mask_msg(result: ObjectResult, header: Any = None, include_mask: bool = True,
+                    min_score: float = 0.0) -> Any:
+    """Engine ``ObjectResult`` -> ``ObjectMask`` (mask mono8 0/255 at source size, or empty)."""
+    from anima_sam2_ros.msg import ObjectMask
+
+    msg = ObjectMask()
+    msg.object_id = int(result.object_id)
+    if include_mask:
+        mask = np.asarray(result.mask)
+        msg.mask = image_msg(mask.astype(np.uint8) * np.uint8(255), "mono8", header)
+    score = min(max(_finite(result.score), 0.0), 1.0)
+    msg.score = score
+    msg.object_score = min(max(_finite(result.object_score), 0.0), 1.0)
+    msg.visible = bool(result.visible) and score >= float(min_score)
+    msg.lost = bool(result.lost)
+    msg.event = str(result.event or "")
+    x0, y0, x1, y1 = (int(v) for v in result.bbox)
+    if int(result.area) > 0 and x1 >= x0 and y1 >= y0:
+        msg.x_min, msg.y_min, msg.x_max, msg.y_max = x0, y0, x1, y1
+    msg.area = max(int(result.area), 0)
+    return msg
+
+
+def mask_array_msg(objects: Sequence[Any], header: Any) -> Any:
+    """``ObjectMaskArray`` from ``ObjectMask`` messages and the source frame's header."""
+    from anima_sam2_ros.msg import ObjectMaskArray
+
+    msg = ObjectMaskArray()
+    msg.header = header
+    msg.objects = list(objects)
+    return msg
+
+
+def header_copy(header: Any) -> Any:
+    """An independent copy of a ``std_msgs/Header``."""
+    from std_msgs.msg import Header
+
+    out = Header()
+    out.stamp.sec = int(header.stamp.sec)
+    out.stamp.nanosec = int(header.stamp.nanosec)
+    out.frame_id = str(header.frame_id)
+    return out
+
+
+def describe_image(msg: Any) -> str:
+    """Short description of an image message for log lines."""
+    return f"{msg.width}x{msg.height} {msg.encoding!r} step {msg.step}, {len(msg.data)} bytes"
+

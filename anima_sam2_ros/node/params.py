@@ -1,0 +1,201 @@
+"""The node's parameters: one table (name, default, range, description), declared with descriptors.
+
+``PARAMS`` is the single source of truth: ``declare(node)`` declares every entry with a
+``ParameterDescriptor`` (description, integer/float range, read-only flag, allowed values in
+``additional_constraints``), ``read(node)`` reads them into a ``NodeParams`` dataclass, and
+``config/sam2.yaml`` lists exactly these names (a test checks both directions).
+
+Values are read at ``on_configure``; changing a parameter takes effect at the next
+configure (cleanup + configure), except those marked read-only, which are fixed at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+PRECISIONS = ("int8", "fp16", "bf16", "fp32")
+RELIABILITIES = ("best_effort", "reliable")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: default value (its type is the parameter type), range, description."""
+
+    name: str
+    default: Any
+    description: str
+    min_value: Optional[float] = None
+    max_value: Optional[float] = None
+    choices: Tuple[str, ...] = ()
+    read_only: bool = False
+
+
+PARAMS: Tuple[ParamSpec, ...] = (
+    # --- model
+    ParamSpec("model", "sam2.1-hiera-small",
+              "Model name: sam2.1-hiera-{tiny,small,base-plus,large} (optional -int8 suffix) or test-micro."),
+    ParamSpec("weights", "",
+              "Weights: '' = the model's default Hugging Face id from the local cache (never downloaded), "
+              "a local directory or .safetensors file, an INT8 artifact directory, an HF id, or 'dummy' "
+              "(random weights, tests only)."),
+    ParamSpec("precision", "int8", "Inference precision.", choices=PRECISIONS),
+    ParamSpec("device", "auto", "Torch device: auto, cpu, cuda or cuda:N."),
+    ParamSpec("seed", 0, "Initialisation seed for dummy weights.", 0, 2**31 - 1),
+    ParamSpec("autostart", False,
+              "Configure and activate on start-up, without a lifecycle manager.", read_only=True),
+    # --- camera input
+    ParamSpec("topics.image", "image",
+              "sensor_msgs/Image input (rgb8, bgr8, mono8); relative names resolve in the node's "
+              "namespace. '' disables it."),
+    ParamSpec("topics.compressed_image", "",
+              "Optional sensor_msgs/CompressedImage input (jpeg/png), e.g. image/compressed; '' = off."),
+    ParamSpec("topics.camera_info", "camera_info",
+              "sensor_msgs/CameraInfo input, republished on ~/camera_info; '' = off."),
+    ParamSpec("image_qos.reliability", "best_effort",
+              "Reliability of the camera subscriptions (best_effort = sensor-data profile).",
+              choices=RELIABILITIES),
+    ParamSpec("image_qos.depth", 5, "History depth of the camera subscriptions.", 1, 100),
+    ParamSpec("max_image_side", 4096,
+              "Images with a side longer than this are dropped with a warning.", 16, 8192),
+    # --- segmentation and tracking
+    ParamSpec("max_objects", 16, "Most objects tracked at once over all goals; also the most "
+              "prompts in one segment request.", 1, 256),
+    ParamSpec("max_goals", 8, "Most track goals running at once (each holds one executor thread).",
+              1, 64, read_only=True),
+    ParamSpec("memory_frames", 7, "Tracker memory slots (1 + recent frames), at most the model's 7.", 1, 7),
+    ParamSpec("max_conditioning_frames", 2,
+              "Prompted (conditioning) frames kept per object: the first and the most recent.", 1, 16),
+    ParamSpec("lost_after", 10,
+              "Consecutive frames without the object after which it is reported lost.", 1, 10000),
+    ParamSpec("min_score", 0.0,
+              "Objects whose predicted IoU is below this are reported not visible (0 = off); a track "
+              "goal's min_score applies when larger.", 0.0, 1.0),
+    ParamSpec("camera_timeout", 5.0,
+              "A track goal aborts with reason camera_timeout after this many seconds without a "
+              "camera frame.", 0.1, 3600.0),
+    ParamSpec("segment_timeout", 30.0,
+              "A segment call answers success false after waiting this long for the worker.", 0.1, 600.0),
+    # --- outputs
+    ParamSpec("output.masks", True, "Publish ~/masks (anima_sam2_ros/ObjectMaskArray)."),
+    ParamSpec("output.mask_in_results", True,
+              "Fill ObjectMask.mask pixels in ~/masks, segment results and track feedback; false "
+              "sends scores and boxes only."),
+    ParamSpec("output.label_image", True, "Publish ~/label_image (mono8/mono16 instance ids)."),
+    ParamSpec("output.overlay", True, "Publish ~/overlay (bgr8 colour overlay for rviz)."),
+    ParamSpec("output.markers", True, "Publish ~/markers (visualization_msgs/MarkerArray)."),
+    ParamSpec("output.segment_results", True,
+              "Also publish segment results on the output topics (not only tracking results)."),
+    ParamSpec("output.overlay_alpha", 0.5, "Opacity of the mask colours in ~/overlay.", 0.0, 1.0),
+    ParamSpec("output.diagnostics", True, "Publish /diagnostics."),
+    ParamSpec("output.diagnostics_period", 1.0, "Seconds between /diagnostics messages.", 0.1, 60.0),
+)
+
+_BY_NAME = {p.name: p for p in PARAMS}
+
+
+@dataclass
+class NodeParams:
+    """Every parameter's value, read at configure time (attribute = name with '.' -> '_')."""
+
+    model: str
+    weights: str
+    precision: str
+    device: str
+    seed: int
+    autostart: bool
+    topics_image: str
+    topics_compressed_image: str
+    topics_camera_info: str
+    image_qos_reliability: str
+    image_qos_depth: int
+    max_image_side: int
+    max_objects: int
+    max_goals: int
+    memory_frames: int
+    max_conditioning_frames: int
+    lost_after: int
+    min_score: float
+    camera_timeout: float
+    segment_timeout: float
+    output_masks: bool
+    output_mask_in_results: bool
+    output_label_image: bool
+    output_overlay: bool
+    output_markers: bool
+    output_segment_results: bool
+    output_overlay_alpha: float
+    output_diagnostics: bool
+    output_diagnostics_period: float
+
+
+def attr_name(name: str) -> str:
+    """Dataclass attribute of a parameter name (``output.masks`` -> ``output_masks``)."""
+    return name.replace(".", "_")
+
+
+def defaults() -> NodeParams:
+    """A ``NodeParams`` holding every default (for tests and tools without a node)."""
+    return NodeParams(**{attr_name(p.name): p.default for p in PARAMS})
+
+
+def descriptor(spec: ParamSpec):
+    """The ``ParameterDescriptor`` of one parameter (type, description, range, choices)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+    kinds = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+    desc = ParameterDescriptor(name=spec.name, type=kinds[type(spec.default)],
+                               description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        desc.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.min_value is not None and spec.max_value is not None:
+        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            desc.integer_range = [IntegerRange(from_value=int(spec.min_value),
+                                               to_value=int(spec.max_value), step=1)]
+        elif isinstance(spec.default, float):
+            desc.floating_point_range = [FloatingPointRange(from_value=float(spec.min_value),
+                                                            to_value=float(spec.max_value), step=0.0)]
+        desc.additional_constraints = f"{spec.min_value} .. {spec.max_value}"
+    return desc
+
+
+def declare(node) -> None:
+    """Declare every parameter on ``node`` (one by one, full dotted names: Humble bug #894)."""
+    for spec in PARAMS:
+        node.declare_parameter(spec.name, spec.default, descriptor(spec))
+    node.add_on_set_parameters_callback(check_choices)
+
+
+def choice_error(name: str, value: Any) -> Optional[str]:
+    """Why ``value`` is not allowed for ``name`` (a parameter with a list of choices), or None."""
+    spec = _BY_NAME.get(name)
+    if spec is None or not spec.choices:
+        return None
+    if str(value).lower() not in spec.choices:
+        return f"{name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    return None
+
+
+def check_choices(parameters: List[Any]):
+    """``on_set_parameters`` callback: refuse values outside a parameter's choices."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    for param in parameters:
+        reason = choice_error(param.name, param.value)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+    return SetParametersResult(successful=True)
+
+
+def read(node) -> NodeParams:
+    """Read every declared parameter into a ``NodeParams``."""
+    values: Dict[str, Any] = {}
+    for spec in PARAMS:
+        value = node.get_parameter(spec.name).value
+        if isinstance(spec.default, str):
+            value = str(value)
+            if spec.choices:
+                value = value.lower()
+        values[attr_name(spec.name)] = value
+    return NodeParams(**values)

@@ -1,0 +1,643 @@
+"""``sam2_node``: the SAM 2.1 lifecycle node (camera in, ``~/segment``, ``~/track``, mask topics).
+
+Lifecycle (driven by ``~/change_state``, as ``ros2 lifecycle set`` or launch_ros do):
+
+* ``__init__`` declares the parameters (``params.PARAMS``) and nothing else.
+* ``on_configure`` loads the model (``load_model``: model, weights, precision, device), builds the
+  ``Segmenter`` and the shared ``Tracker``, starts the inference worker thread, and creates the
+  lifecycle publishers, the ``~/segment`` service and the ``~/track`` action server. Any failure
+  is logged with its reason, everything built so far is released, and it returns FAILURE (the
+  node stays unconfigured; configuring again with good parameters works).
+* ``on_activate`` subscribes to the camera (``Image``, optional ``CompressedImage``,
+  ``CameraInfo`` republished on ``~/camera_info``) and starts the /diagnostics timer. While the
+  node is not active, ``~/segment`` answers ``success: false`` with the reason and goals are
+  rejected: the service and the action exist from configure to cleanup so callers get an answer.
+* ``on_deactivate`` aborts running goals (reason ``deactivated``), answers queued segment calls,
+  and removes the camera subscriptions and the timer.
+* ``on_cleanup`` / ``on_shutdown`` / ``on_error`` stop the worker, destroy the service, the action
+  server and the publishers, and release the model and its GPU memory.
+
+Threads: a ``MultiThreadedExecutor`` (``max_goals + 4`` threads) with callback groups: lifecycle
+and parameter services in the node's default group; camera callbacks in a mutually exclusive
+group (they only convert and store the frame in the worker's depth-1 slot); the segment service
+and the action server in reentrant groups (their callbacks wait on the worker); the diagnostics
+timer in its own group. The worker thread alone runs the model; see ``worker.py``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import threading
+import time
+import traceback
+from typing import Any, Dict, List, Optional
+
+import rclpy
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from anima_sam2_ros.engine.errors import InvalidInputError
+
+from . import conversions, params
+
+try:  # Jazzy and later
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+NODE_NAME = "sam2_node"
+# How long deactivate / cleanup wait for running goal and service callbacks to return.
+DRAIN_TIMEOUT = 5.0
+# Seconds a finished goal's result stays available to clients (Kilted's default is only 10).
+RESULT_TIMEOUT = 300
+_OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
+                         history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
+
+
+def _policy_name(kind: Any) -> str:
+    try:
+        from rclpy.qos import qos_policy_name_from_kind
+
+        return str(qos_policy_name_from_kind(kind))
+    except Exception:  # noqa: BLE001 - only for a log line
+        return str(kind)
+
+
+class Sam2Node(LifecycleNode):
+    """The SAM 2.1 segmentation / tracking lifecycle node (see the module docstring)."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        params.declare(self)
+        self._cb_camera = MutuallyExclusiveCallbackGroup()
+        self._cb_segment = ReentrantCallbackGroup()
+        self._cb_action = ReentrantCallbackGroup()
+        self._cb_timer = MutuallyExclusiveCallbackGroup()
+        self._params: Optional[params.NodeParams] = None
+        self._model: Any = None
+        self._worker: Any = None
+        self._pubs: Dict[str, Any] = {}
+        self._subs: List[Any] = []
+        self._segment_srv: Any = None
+        self._action: Any = None
+        self._diag_timer: Any = None
+        self._active = False
+        self._busy_lock = threading.Lock()
+        self._busy = 0  # running execute / segment callbacks
+        self._images_rejected = 0
+        self._viz: Any = None
+        self._viz_missing_logged = False
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def executor_threads(self) -> int:
+        """Threads the executor needs: one per concurrent goal plus camera, services and timer."""
+        return int(self.get_parameter("max_goals").value) + 4
+
+    @contextlib.contextmanager
+    def _busy_scope(self):
+        with self._busy_lock:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._busy_lock:
+                if self._busy == 0:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def _visualization(self) -> Any:
+        if self._viz is None:
+            try:
+                from . import visualization
+            except ImportError as exc:
+                if not self._viz_missing_logged:
+                    self._viz_missing_logged = True
+                    self.get_logger().warning(f"overlay / label image / markers unavailable: {exc}")
+                return None
+            self._viz = visualization
+        return self._viz
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model, start the worker, create publishers, the service and the action."""
+        log = self.get_logger()
+        try:
+            p = params.read(self)
+            for name in ("precision", "image_qos.reliability"):
+                reason = params.choice_error(name, getattr(p, params.attr_name(name)))
+                if reason:
+                    log.error(f"configure failed: {reason}")
+                    return TransitionCallbackReturn.FAILURE
+            from anima_sam2_ros.engine import ModelLoadError, Segmenter, Tracker, load_model
+
+            from .worker import Worker, WorkerConfig
+
+            log.info(f"loading model {p.model!r} (weights {p.weights or 'default'}, precision "
+                     f"{p.precision}, device {p.device})")
+            t0 = time.monotonic()
+            try:
+                self._model = load_model(p.model, weights=p.weights or None, precision=p.precision,
+                                         device=p.device, seed=p.seed)
+                segmenter = Segmenter(self._model)
+                tracker = Tracker(self._model, num_maskmem=p.memory_frames,
+                                  max_conditioning_frames=p.max_conditioning_frames,
+                                  lost_after=p.lost_after)
+            except (ModelLoadError, InvalidInputError) as exc:
+                log.error(f"configure failed: cannot load model {p.model!r}: {exc}")
+                self._teardown()
+                return TransitionCallbackReturn.FAILURE
+            self._params = p
+            pubs = self._pubs
+            pubs["masks"] = self._lifecycle_pub(conversions_msg("ObjectMaskArray"), "~/masks")
+            from sensor_msgs.msg import CameraInfo, Image
+
+            pubs["label_image"] = self._lifecycle_pub(Image, "~/label_image")
+            pubs["overlay"] = self._lifecycle_pub(Image, "~/overlay")
+            pubs["camera_info"] = self._lifecycle_pub(CameraInfo, "~/camera_info")
+            from visualization_msgs.msg import MarkerArray
+
+            pubs["markers"] = self._lifecycle_pub(MarkerArray, "~/markers")
+            from diagnostic_msgs.msg import DiagnosticArray
+
+            pubs["diagnostics"] = self._lifecycle_pub(DiagnosticArray, "/diagnostics")
+            config = WorkerConfig(max_objects=p.max_objects, max_goals=p.max_goals, min_score=p.min_score,
+                                  mask_in_results=p.output_mask_in_results)
+            self._worker = Worker(segmenter, tracker, config, self.get_logger(), self._publish_outputs)
+            self._worker.start()
+            from anima_sam2_ros.action import Track
+            from anima_sam2_ros.srv import Segment
+
+            self._segment_srv = self.create_service(Segment, "~/segment", self._on_segment,
+                                                    callback_group=self._cb_segment)
+            self._action = ActionServer(
+                self, Track, "~/track", execute_callback=self._execute_track,
+                goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+                callback_group=self._cb_action, result_timeout=RESULT_TIMEOUT)
+            log.info(f"configured: {self._model!r} in {time.monotonic() - t0:.1f} s")
+            return TransitionCallbackReturn.SUCCESS
+        except Exception as exc:  # noqa: BLE001 - an exception here would end in ERROR without a log
+            log.error(f"configure failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            self._teardown()
+            return TransitionCallbackReturn.FAILURE
+
+    def _lifecycle_pub(self, msg_type: Any, topic: str) -> Any:
+        return self.create_lifecycle_publisher(msg_type, topic, _OUTPUT_QOS)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the camera, start the diagnostics timer, enable the publishers."""
+        try:
+            self._create_camera_subscriptions()
+            p = self._params
+            if p.output_diagnostics:
+                self._diag_timer = self.create_timer(p.output_diagnostics_period, self._publish_diagnostics,
+                                                     callback_group=self._cb_timer)
+            self._active = True
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            self._deactivate_entities()
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info("active: camera on " + ", ".join(s.topic_name for s in self._subs))
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Abort running goals, answer queued requests, drop the camera subscriptions."""
+        try:
+            self._deactivate_entities()
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"deactivate: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.FAILURE
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the worker, destroy service / action / publishers, release the model."""
+        try:
+            self._teardown()
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"cleanup: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything, from any state."""
+        try:
+            self._deactivate_entities()
+            self._teardown()
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"shutdown: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything; SUCCESS returns the node to unconfigured."""
+        try:
+            self._deactivate_entities()
+            self._teardown()
+        except Exception as exc:  # noqa: BLE001
+            self.get_logger().error(f"error recovery: {type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def autostart(self) -> bool:
+        """Configure and activate when the ``autostart`` parameter is set; False if that failed."""
+        if not self.get_parameter("autostart").value:
+            return True
+        try:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                self.get_logger().error("autostart: configure failed; the node stays unconfigured")
+                return False
+            if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                self.get_logger().error("autostart: activate failed")
+                return False
+        except Exception as exc:  # noqa: BLE001 - RCLError on Humble/Jazzy for an invalid transition
+            self.get_logger().error(f"autostart failed: {type(exc).__name__}: {exc}")
+            return False
+        return True
+
+    def release(self) -> None:
+        """Stop the worker and free the model (process exit)."""
+        self._active = False
+        with contextlib.suppress(Exception):
+            self._deactivate_entities()
+        with contextlib.suppress(Exception):
+            self._teardown()
+
+    # ------------------------------------------------------------------ entities
+    def _camera_qos(self) -> QoSProfile:
+        p = self._params
+        reliability = (ReliabilityPolicy.RELIABLE if p.image_qos_reliability == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        return QoSProfile(depth=int(p.image_qos_depth), reliability=reliability,
+                          history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
+
+    def _create_camera_subscriptions(self) -> None:
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        p = self._params
+        qos = self._camera_qos()
+        for topic, msg_type, callback in ((p.topics_image, Image, self._on_image),
+                                          (p.topics_compressed_image, CompressedImage, self._on_compressed),
+                                          (p.topics_camera_info, CameraInfo, self._on_camera_info)):
+            if not topic:
+                continue
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, info))
+            self._subs.append(self.create_subscription(msg_type, topic, callback, qos,
+                                                       callback_group=self._cb_camera,
+                                                       event_callbacks=events))
+
+    def _deactivate_entities(self) -> None:
+        self._active = False
+        worker = self._worker
+        if worker is not None:
+            ended = worker.end_all_goals("deactivated")
+            worker.fail_pending("the node was deactivated")
+            if ended:
+                self.get_logger().info(f"deactivate: aborted {len(ended)} track goal(s)")
+        if not self._wait_idle(DRAIN_TIMEOUT):
+            self.get_logger().warning("deactivate: goal / segment callbacks still running")
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if worker is not None:
+            worker.slot.clear()
+
+    def _teardown(self) -> None:
+        """Undo configure (safe on a partial configure)."""
+        self._active = False
+        if self._worker is not None:
+            if not self._worker.stop(timeout=10.0):
+                self.get_logger().warning("the inference thread did not stop within 10 s")
+            self._worker = None
+        self._wait_idle(DRAIN_TIMEOUT)
+        if self._action is not None:
+            time.sleep(0.1)  # let result responses queued by finished goals go out
+            self._action.destroy()
+            self._action = None
+        if self._segment_srv is not None:
+            self.destroy_service(self._segment_srv)
+            self._segment_srv = None
+        destroy_pub = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)
+        for pub in self._pubs.values():
+            destroy_pub(pub)
+        self._pubs = {}
+        if self._model is not None:
+            self._model.release()
+            self._model = None
+        self._params = None
+
+    # ------------------------------------------------------------------ camera
+    def _on_image(self, msg: Any) -> None:
+        self._store_frame(msg, conversions.image_from_msg)
+
+    def _on_compressed(self, msg: Any) -> None:
+        self._store_frame(msg, conversions.image_from_compressed)
+
+    def _store_frame(self, msg: Any, convert: Any) -> None:
+        worker, p = self._worker, self._params
+        if not self._active or worker is None or p is None:
+            return
+        try:
+            image, encoding = convert(msg, p.max_image_side)
+        except InvalidInputError as exc:
+            self._images_rejected += 1
+            self.get_logger().warning(f"camera image dropped ({self._images_rejected} so far): {exc}",
+                                      throttle_duration_sec=5.0)
+            return
+        worker.slot.put(image, encoding, conversions.header_copy(msg.header))
+
+    def _on_camera_info(self, msg: Any) -> None:
+        pub = self._pubs.get("camera_info")
+        if self._active and pub is not None and pub.get_subscription_count() > 0:
+            pub.publish(msg)
+
+    def _on_incompatible_qos(self, topic: str, info: Any) -> None:
+        p = self._params
+        mine = p.image_qos_reliability if p is not None else "?"
+        self.get_logger().warning(
+            f"INCOMPATIBLE QoS on camera topic '{topic}': a publisher's QoS does not match this "
+            f"subscription (policy {_policy_name(info.last_policy_kind)}, {info.total_count} incompatible "
+            f"publisher(s)); NO IMAGES WILL ARRIVE from it. This node subscribes with reliability "
+            f"{mine}, depth {p.image_qos_depth if p else '?'}: set parameter image_qos.reliability to "
+            f"match the camera (a best_effort camera needs image_qos.reliability: best_effort).")
+
+    # ------------------------------------------------------------------ segment
+    def _on_segment(self, request: Any, response: Any) -> Any:
+        with self._busy_scope():
+            response.success = False
+            try:
+                self._segment(request, response)
+            except Exception as exc:  # noqa: BLE001 - answer, never raise into the executor
+                response.success = False
+                response.message = f"internal error: {type(exc).__name__}: {exc}"
+                self.get_logger().error(f"segment: {response.message}\n{traceback.format_exc()}")
+            if not response.success:
+                self.get_logger().warning(f"segment refused: {response.message}")
+        return response
+
+    def _segment(self, request: Any, response: Any) -> None:
+        from .worker import Frame
+
+        worker, p = self._worker, self._params
+        if not self._active or worker is None or p is None:
+            response.message = "the node is not active: activate it first (ros2 lifecycle set ... activate)"
+            return
+        if not len(request.prompts):
+            response.message = "no prompts: give at least one Prompt (points, box or mask)"
+            return
+        if len(request.prompts) > p.max_objects:
+            response.message = f"{len(request.prompts)} prompts: at most max_objects = {p.max_objects}"
+            return
+        try:
+            if conversions.is_empty_image(request.image):
+                frame = worker.slot.latest()
+                if frame is None:
+                    response.message = (f"no camera frame received yet on '{p.topics_image}'; wait for "
+                                        f"the camera or send an image in the request")
+                    return
+            else:
+                image, encoding = conversions.image_from_msg(request.image, p.max_image_side)
+                frame = Frame(image, encoding, conversions.header_copy(request.image.header), 0,
+                              time.monotonic())
+            prompts = conversions.assign_ids([conversions.prompt_from_msg(m) for m in request.prompts])
+        except InvalidInputError as exc:
+            response.message = str(exc)
+            return
+        job = worker.submit_segment(frame, prompts, bool(request.multimask_output))
+        try:
+            objects, header, ms = job.future.result(timeout=p.segment_timeout)
+        except concurrent.futures.TimeoutError:
+            job.future.cancel()
+            response.message = f"timed out after {p.segment_timeout:g} s waiting for the inference worker"
+            return
+        except InvalidInputError as exc:
+            response.message = str(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - reported by the worker
+            response.message = str(exc)
+            return
+        response.result = conversions.mask_array_msg(objects, header)
+        response.inference_ms = float(ms)
+        response.success = True
+        response.message = f"{len(objects)} object(s) in {ms:.1f} ms"
+
+    # ------------------------------------------------------------------ track
+    def _on_goal(self, goal_request: Any) -> GoalResponse:
+        worker = self._worker
+        if not self._active or worker is None:
+            self.get_logger().warning("track goal rejected: the node is not active")
+            return GoalResponse.REJECT
+        goal, reason = worker.reserve_goal(goal_request.prompts, goal_request.max_frames,
+                                           goal_request.min_score, goal_request.max_lost_frames,
+                                           goal_request)
+        if goal is None:
+            self.get_logger().warning(f"track goal rejected: {reason}")
+            return GoalResponse.REJECT
+        self.get_logger().info(f"track goal accepted: objects {goal.object_ids}, max_frames "
+                               f"{goal.max_frames}")
+        return GoalResponse.ACCEPT
+
+    def _on_cancel(self, goal_handle: Any) -> CancelResponse:
+        return CancelResponse.ACCEPT
+
+    def _execute_track(self, goal_handle: Any) -> Any:
+        from anima_sam2_ros.action import Track
+
+        with self._busy_scope():
+            result = Track.Result()
+            worker = self._worker
+            goal = worker.claim_goal(goal_handle.request) if worker is not None else None
+            if goal is None:
+                result.reason = "deactivated" if not self._active else "the goal was not reserved"
+                if goal_handle.is_active:
+                    goal_handle.abort()
+                return result
+            try:
+                self._run_goal(goal_handle, goal, worker)
+            except Exception as exc:  # noqa: BLE001
+                worker.end_goal(goal, f"internal error: {type(exc).__name__}: {exc}")
+                self.get_logger().error(f"track goal: {exc}\n{traceback.format_exc()}")
+            self._send_feedback(goal_handle, goal)
+            result.frames_processed = int(goal.frames_processed)
+            result.object_ids = [int(i) for i in goal.object_ids]
+            result.reason = str(goal.end_reason)
+            if goal_handle.is_active:
+                if goal.succeeded:
+                    goal_handle.succeed()
+                elif goal.end_reason == "canceled" and goal_handle.is_cancel_requested:
+                    goal_handle.canceled()
+                else:
+                    goal_handle.abort()
+            self.get_logger().info(f"track goal ended: {result.reason} after {result.frames_processed} "
+                                   f"frame(s), objects {list(result.object_ids)}")
+            return result
+
+    def _run_goal(self, goal_handle: Any, goal: Any, worker: Any) -> None:
+        timeout = float(self._params.camera_timeout) if self._params else 5.0
+        while True:
+            goal.wake.wait(0.1)
+            goal.wake.clear()
+            self._send_feedback(goal_handle, goal)
+            if goal.end_reason is not None:
+                return
+            if goal_handle.is_cancel_requested:
+                worker.end_goal(goal, "canceled")
+            elif not goal_handle.is_active:
+                worker.end_goal(goal, "goal no longer active")
+            elif not self._active:
+                worker.end_goal(goal, "deactivated")
+            else:
+                last = max(goal.started, worker.slot.last_put or 0.0)
+                if time.monotonic() - last > timeout:
+                    self.get_logger().warning(f"track goal: no camera frame for {timeout:g} s: aborting "
+                                              f"(camera_timeout)")
+                    worker.end_goal(goal, "camera_timeout")
+
+    @staticmethod
+    def _send_feedback(goal_handle: Any, goal: Any) -> None:
+        while goal.feedback:
+            try:
+                feedback = goal.feedback.popleft()
+            except IndexError:
+                return
+            if goal_handle.is_active:
+                goal_handle.publish_feedback(feedback)
+
+    # ------------------------------------------------------------------ outputs
+    def _publish_outputs(self, frame: Any, results: List[Any], objects: List[Any], source: str) -> None:
+        """Publish ~/masks, ~/label_image, ~/overlay and ~/markers (worker thread)."""
+        p, pubs = self._params, self._pubs
+        if p is None or not self._active or (source == "segment" and not p.output_segment_results):
+            return
+
+        def wanted(key: str, enabled: bool) -> Any:
+            pub = pubs.get(key)
+            return pub if enabled and pub is not None and pub.get_subscription_count() > 0 else None
+
+        header = conversions.header_copy(frame.header)
+        pub = wanted("masks", p.output_masks)
+        if pub is not None:
+            pub.publish(conversions.mask_array_msg(objects, header))
+        label_pub = wanted("label_image", p.output_label_image)
+        overlay_pub = wanted("overlay", p.output_overlay)
+        marker_pub = wanted("markers", p.output_markers)
+        if label_pub is None and overlay_pub is None and marker_pub is None:
+            return
+        viz = self._visualization()
+        if viz is None:
+            return
+        if label_pub is not None:
+            labels = viz.label_image(results, frame.image.shape[:2])
+            encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
+            label_pub.publish(conversions.image_msg(labels, encoding, header))
+        if overlay_pub is not None:
+            from anima_sam2_ros.engine.preprocess import to_rgb
+
+            overlay = viz.overlay_image(to_rgb(frame.image, frame.encoding), results, p.output_overlay_alpha)
+            overlay_pub.publish(conversions.image_msg(overlay, "bgr8", header))
+        if marker_pub is not None:
+            marker_pub.publish(viz.marker_array(results, header))
+
+    def _publish_diagnostics(self) -> None:
+        pub, worker, p = self._pubs.get("diagnostics"), self._worker, self._params
+        if pub is None or worker is None or p is None or pub.get_subscription_count() == 0:
+            return
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        snap = worker.snapshot()
+        status = DiagnosticStatus()
+        status.name = f"{self.get_fully_qualified_name()}: SAM 2.1 inference"
+        status.hardware_id = str(self._model.device) if self._model is not None else ""
+        status.level = DiagnosticStatus.OK
+        status.message = "ok"
+        age = snap["last_frame_age"]
+        if not snap["worker_alive"]:
+            status.level, status.message = DiagnosticStatus.ERROR, "inference thread stopped"
+        elif snap["goals"] and (age < 0 or age > p.camera_timeout / 2):
+            status.level, status.message = DiagnosticStatus.WARN, "track goals running but no camera frames"
+        elif age < 0:
+            status.level, status.message = DiagnosticStatus.WARN, f"no camera frame yet on '{p.topics_image}'"
+        elif snap["errors"]:
+            status.message = f"ok ({snap['errors']} inference error(s), last: {snap['last_error'][:120]})"
+        values = {
+            "latency_ms": f"{snap['latency_ms']:.1f}",
+            "inference_ms": f"{snap['inference_ms']:.1f}",
+            "fps": f"{snap['fps']:.2f}",
+            "frames_received": str(snap["frames_received"]),
+            "frames_dropped": str(snap["frames_dropped"]),
+            "frames_rejected": str(self._images_rejected),
+            "frames_tracked": str(snap["frames_tracked"]),
+            "segment_calls": str(snap["segment_calls"]),
+            "track_goals": str(snap["goals"]),
+            "tracked_objects": str(snap["objects"]),
+            "errors": str(snap["errors"]),
+            "gpu_memory_mb": f"{self._gpu_memory_mb():.1f}",
+            "model": p.model,
+            "precision": self._model.precision if self._model is not None else p.precision,
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.status = [status]
+        pub.publish(msg)
+
+    def _gpu_memory_mb(self) -> float:
+        model = self._model
+        if model is None or getattr(model.device, "type", "cpu") != "cuda":
+            return 0.0
+        try:
+            import torch
+
+            return torch.cuda.memory_allocated(model.device) / 2**20
+        except Exception:  # noqa: BLE001 - diagnostics only
+            return 0.0
+
+
+def conversions_msg(name: str) -> Any:
+    """A message class of this package by name (imported late: generated at build time)."""
+    from anima_sam2_ros import msg
+
+    return getattr(msg, name)
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """Run the node: ``ros2 run anima_sam2_ros sam2_node [--ros-args ...]``."""
+    rclpy.init(args=args)
+    node: Optional[Sam2Node] = None
+    executor: Optional[MultiThreadedExecutor] = None
+    code = 0
+    try:
+        node = Sam2Node()
+        executor = MultiThreadedExecutor(num_threads=node.executor_threads)
+        executor.add_node(node)
+        if not node.autostart():
+            code = 1
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+        if node is not None:
+            node.release()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,528 @@
+"""The inference worker: one thread owns the model; a depth-1 slot hands it the latest camera frame.
+
+No rclpy here (only message classes through ``conversions``): the node's executor threads talk to
+the worker through ``FrameSlot.put`` (camera callbacks), ``submit_segment`` (service callbacks,
+which wait on the returned future with a timeout) and the goal registry (``reserve_goal`` in the
+action's goal callback, ``claim_goal`` / ``end_goal`` in its execute callback). Everything the
+worker shares is guarded by one condition variable; the engine objects (``Segmenter``,
+``Tracker``) are touched only by the worker thread.
+
+Per loop iteration the worker serves queued segment requests first, then, when track goals are
+running and a new frame is in the slot: removes the objects of ended goals, validates the new
+goals' prompts against the frame (a bad prompt aborts only its goal), runs ONE ``Tracker.step``
+for every object of every goal (one image-encoder pass), then hands each goal its objects'
+feedback and publishes the output topics. An exception never ends the thread: it is logged and
+reported to the request or goals concerned.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from anima_sam2_ros.engine.errors import InvalidInputError
+
+from . import conversions
+
+# A goal reserved in the goal callback but never started is forgotten after this many seconds.
+RESERVATION_TTL = 30.0
+
+
+@dataclass
+class Frame:
+    """One camera (or request) image with its header and arrival time."""
+
+    image: np.ndarray
+    encoding: str
+    header: Any
+    seq: int
+    received: float  # time.monotonic() at arrival
+
+
+class FrameSlot:
+    """Depth-1 latest-frame slot: a newer frame replaces an unprocessed one (counted as dropped).
+
+    Shares the worker's condition variable, so a ``put`` wakes the worker.
+    """
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self._cond = cond
+        self._latest: Optional[Frame] = None
+        self._pending = False
+        self._seq = 0
+        self.received = 0
+        self.dropped = 0
+        self.consuming = False  # set by the worker while track goals run
+        self.last_put: Optional[float] = None
+
+    def put(self, image: np.ndarray, encoding: str, header: Any) -> Frame:
+        """Store a new frame (the previous one is dropped if it was not processed)."""
+        now = time.monotonic()
+        with self._cond:
+            self._seq += 1
+            if self._pending and self.consuming:
+                self.dropped += 1
+            frame = Frame(image, encoding, header, self._seq, now)
+            self._latest = frame
+            self._pending = True
+            self.received += 1
+            self.last_put = now
+            self._cond.notify_all()
+        return frame
+
+    def latest(self) -> Optional[Frame]:
+        """The newest frame, processed or not (segment requests use it)."""
+        with self._cond:
+            return self._latest
+
+    def has_pending(self) -> bool:
+        """True when a frame arrived that the tracker has not taken yet (caller holds the lock)."""
+        return self._pending
+
+    def take(self) -> Optional[Frame]:
+        """The newest unprocessed frame, marking it processed; None if there is none."""
+        with self._cond:
+            if not self._pending:
+                return None
+            self._pending = False
+            return self._latest
+
+    def discard_pending(self) -> None:
+        """Treat the current frame as processed (a new goal starts on the NEXT frame)."""
+        with self._cond:
+            self._pending = False
+
+    def clear(self) -> None:
+        """Forget the latest frame (on deactivate: a stale frame must not answer segment calls)."""
+        with self._cond:
+            self._latest = None
+            self._pending = False
+
+
+@dataclass
+class GoalState:
+    """One track goal as the worker sees it."""
+
+    request: Any  # the Track.Goal message (identity links goal callback and execute callback)
+    prompts: List[Any]  # engine Prompts with assigned ids, applied on the goal's first frame
+    max_frames: int
+    min_score: float
+    max_lost_frames: int
+    reserved_at: float = field(default_factory=time.monotonic)
+    claimed: bool = False
+    added: bool = False
+    started: float = 0.0
+    last_frame_at: float = 0.0
+    frames_processed: int = 0
+    unseen: Dict[int, int] = field(default_factory=dict)
+    feedback: Deque[Any] = field(default_factory=lambda: collections.deque(maxlen=64))
+    end_reason: Optional[str] = None
+    succeeded: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def object_ids(self) -> List[int]:
+        """The goal's object ids (assigned ones included)."""
+        return [int(p.object_id) for p in self.prompts]
+
+
+class SegmentJob:
+    """A segment request queued for the worker; ``future`` gets ``(objects, header, ms)``."""
+
+    def __init__(self, frame: Frame, prompts: List[Any], multimask: bool) -> None:
+        self.frame = frame
+        self.prompts = prompts
+        self.multimask = multimask
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+
+@dataclass
+class WorkerConfig:
+    """What the worker needs of the node's parameters."""
+
+    max_objects: int = 16
+    max_goals: int = 8
+    min_score: float = 0.0
+    mask_in_results: bool = True
+
+
+@dataclass
+class WorkerStats:
+    """Counters for /diagnostics (read under the lock)."""
+
+    frames_tracked: int = 0
+    segment_calls: int = 0
+    errors: int = 0
+    last_latency_ms: float = 0.0
+    last_inference_ms: float = 0.0
+    track_times: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=30))
+    last_error: str = ""
+
+
+class Worker:
+    """Owns the model (``Segmenter`` + one shared ``Tracker``) and the thread that runs them."""
+
+    def __init__(self, segmenter: Any, tracker: Any, config: WorkerConfig, logger: Any,
+                 publish: Optional[Callable[[Frame, List[Any], List[Any], str], None]] = None) -> None:
+        """``publish(frame, results, object_msgs, source)`` is called after every inference."""
+        self._segmenter = segmenter
+        self._tracker = tracker
+        self.config = config
+        self._log = logger
+        self._publish = publish
+        self._cond = threading.Condition()
+        self.slot = FrameSlot(self._cond)
+        self._jobs: Deque[SegmentJob] = collections.deque()
+        self._goals: List[GoalState] = []
+        self._removals: List[int] = []
+        self._stop = False
+        self._seg_seq: Optional[int] = None
+        self.stats = WorkerStats()
+        self._thread = threading.Thread(target=self._run, name="sam2-inference", daemon=True)
+
+    # ------------------------------------------------------------------ lifetime
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """End every goal and request, stop the thread; True if it ended within ``timeout``."""
+        self.end_all_goals("shutdown")
+        self.fail_pending("the node is shutting down")
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker thread runs."""
+        return self._thread.is_alive()
+
+    # ------------------------------------------------------------------ segment
+    def submit_segment(self, frame: Frame, prompts: List[Any], multimask: bool) -> SegmentJob:
+        """Queue a segment request; wait on ``job.future.result(timeout)``."""
+        job = SegmentJob(frame, prompts, multimask)
+        with self._cond:
+            if self._stop:
+                job.future.set_exception(InvalidInputError("the node is shutting down"))
+                return job
+            self._jobs.append(job)
+            self._cond.notify_all()
+        return job
+
+    def fail_pending(self, reason: str) -> None:
+        """Answer every queued segment request with ``reason``."""
+        with self._cond:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        for job in jobs:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(InvalidInputError(reason))
+
+    # ------------------------------------------------------------------ goals
+    def reserve_goal(self, prompt_msgs: Sequence[Any], max_frames: int, min_score: float,
+                     max_lost_frames: int, request: Any) -> Tuple[Optional[GoalState], str]:
+        """Check a goal and reserve its object ids; ``(goal, "")`` or ``(None, reason)``."""
+        if not len(prompt_msgs):
+            return None, "the goal has no prompts"
+        if not np.isfinite(min_score) or not 0.0 <= float(min_score) <= 1.0:
+            return None, f"min_score must be in [0, 1], got {min_score}"
+        try:
+            prompts = [conversions.prompt_from_msg(m) for m in prompt_msgs]
+        except InvalidInputError as exc:
+            return None, str(exc)
+        with self._cond:
+            if self._stop:
+                return None, "the node is shutting down"
+            now = time.monotonic()
+            self._goals = [g for g in self._goals if g.claimed or now - g.reserved_at < RESERVATION_TTL]
+            owners = {oid: g for g in self._goals for oid in g.object_ids}
+            for p in prompts:
+                if p.object_id and p.object_id in owners:
+                    return None, (f"object {p.object_id} is tracked by another running goal; cancel that "
+                                  f"goal first or use another id (0 = assign one)")
+            if len(self._goals) >= self.config.max_goals:
+                return None, f"{len(self._goals)} track goals are running (max_goals {self.config.max_goals})"
+            total = len(owners) + len(prompts)
+            if total > self.config.max_objects:
+                return None, (f"{len(prompts)} objects would make {total} tracked objects, more than "
+                              f"max_objects {self.config.max_objects} ({len(owners)} already tracked)")
+            try:
+                prompts = conversions.assign_ids(prompts, taken=list(owners))
+            except InvalidInputError as exc:
+                return None, str(exc)
+            goal = GoalState(request=request, prompts=prompts, max_frames=int(max_frames),
+                             min_score=float(min_score), max_lost_frames=int(max_lost_frames))
+            goal.unseen = {oid: 0 for oid in goal.object_ids}
+            self._goals.append(goal)
+        return goal, ""
+
+    def claim_goal(self, request: Any) -> Optional[GoalState]:
+        """The goal reserved for ``request`` (the execute callback starts it), or None."""
+        with self._cond:
+            for goal in self._goals:
+                if goal.request is request and not goal.claimed:
+                    if not any(g.claimed for g in self._goals):
+                        self.slot.discard_pending()  # start on the next frame, not a stale one
+                    goal.claimed = True
+                    goal.started = goal.last_frame_at = time.monotonic()
+                    self.slot.consuming = True
+                    self._cond.notify_all()
+                    return goal
+        return None
+
+    def end_goal(self, goal: GoalState, reason: str, succeeded: bool = False) -> bool:
+        """End a goal (first reason wins) and schedule its objects' removal; True if it ended now."""
+        with self._cond:
+            if goal.end_reason is not None:
+                return False
+            goal.end_reason = reason
+            goal.succeeded = succeeded
+            if goal in self._goals:
+                self._goals.remove(goal)
+            self._removals.extend(goal.object_ids)
+            self.slot.consuming = any(g.claimed for g in self._goals)
+            self._cond.notify_all()
+        goal.wake.set()
+        return True
+
+    def end_all_goals(self, reason: str) -> List[GoalState]:
+        """End every reserved or running goal with ``reason``."""
+        with self._cond:
+            goals = list(self._goals)
+        for goal in goals:
+            self.end_goal(goal, reason)
+        return goals
+
+    def running_goals(self) -> int:
+        """Number of reserved or running goals."""
+        with self._cond:
+            return len(self._goals)
+
+    def tracked_objects(self) -> int:
+        """Number of objects owned by goals."""
+        with self._cond:
+            return sum(len(g.prompts) for g in self._goals)
+
+    # ------------------------------------------------------------------ thread
+    def _has_work(self) -> bool:
+        if self._stop or self._jobs:
+            return True
+        return self.slot.has_pending() and any(g.claimed for g in self._goals)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._has_work():
+                    self._cond.wait(1.0)
+                    if self._removals and not self._goals:
+                        break
+                if self._stop:
+                    break
+                job = self._jobs.popleft() if self._jobs else None
+            try:
+                if job is not None:
+                    self._segment(job)
+                else:
+                    self._track()
+            except Exception as exc:  # noqa: BLE001 - the worker thread must survive anything
+                self._report_error("worker", exc)
+        self._drop_removed()
+
+    def _report_error(self, what: str, exc: BaseException) -> str:
+        text = f"{type(exc).__name__}: {exc}"
+        with self._cond:
+            self.stats.errors += 1
+            self.stats.last_error = f"{what}: {text}"
+        self._log.error(f"{what} failed: {text}\n{traceback.format_exc()}")
+        return text
+
+    def _segment(self, job: SegmentJob) -> None:
+        if not job.future.set_running_or_notify_cancel():
+            return  # the caller gave up (timeout)
+        t0 = time.monotonic()
+        try:
+            frame = job.frame
+            if self._seg_seq is None or frame.seq <= 0 or frame.seq != self._seg_seq:
+                self._seg_seq = None
+                self._segmenter.set_image(frame.image, encoding=frame.encoding)
+                self._seg_seq = frame.seq if frame.seq > 0 else None
+            results = self._segmenter.segment(job.prompts, multimask_output=job.multimask)
+        except InvalidInputError as exc:
+            job.future.set_exception(exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - OOM, driver errors...: report, keep serving
+            self._seg_seq = None
+            text = self._report_error("segment", exc)
+            job.future.set_exception(RuntimeError(f"inference error: {text}"))
+            return
+        ms = (time.monotonic() - t0) * 1000.0
+        try:
+            header = conversions.header_copy(frame.header)
+            objects = [conversions.object_mask_msg(r, header, self.config.mask_in_results,
+                                                   self.config.min_score) for r in results]
+        except Exception as exc:  # noqa: BLE001
+            text = self._report_error("segment result conversion", exc)
+            job.future.set_exception(RuntimeError(text))
+            return
+        with self._cond:
+            self.stats.segment_calls += 1
+            self.stats.last_inference_ms = ms
+        job.future.set_result((objects, header, ms))
+        if self._publish is not None:
+            try:
+                self._publish(frame, results, objects, "segment")
+            except Exception as exc:  # noqa: BLE001
+                self._report_error("publishing segment results", exc)
+
+    def _drop_removed(self) -> None:
+        with self._cond:
+            removals, self._removals = self._removals, []
+        known = set(self._tracker.object_ids)
+        for oid in removals:
+            if oid in known:
+                self._tracker.remove_object(oid)
+                known.discard(oid)
+
+    def _track(self) -> None:
+        frame = self.slot.take()
+        # Removals and new goals are taken together: an id freed by an ended goal and reused by a
+        # new one is removed before it is added again.
+        with self._cond:
+            removals, self._removals = self._removals, []
+            goals = [g for g in self._goals if g.claimed and g.end_reason is None]
+        known = set(self._tracker.object_ids)
+        for oid in removals:
+            if oid in known:
+                self._tracker.remove_object(oid)
+                known.discard(oid)
+        if frame is None or not goals:
+            return
+        from anima_sam2_ros.engine.validation import validate_prompt
+
+        hw = frame.image.shape[:2]
+        prompts: List[Any] = []
+        new_goals = []
+        for goal in goals:
+            if goal.added:
+                continue
+            try:
+                for p in goal.prompts:
+                    checked = validate_prompt(p, hw)
+                    if checked.mask is not None and (checked.points is not None or checked.box is not None):
+                        raise InvalidInputError(f"prompt (object {p.object_id}): tracking takes either a "
+                                                f"mask or points/box, not both")
+            except InvalidInputError as exc:
+                self.end_goal(goal, f"invalid prompt: {exc}")
+                continue
+            new_goals.append(goal)
+            prompts.extend(goal.prompts)
+        goals = [g for g in goals if g.end_reason is None]
+        if not goals:
+            return
+        t0 = time.monotonic()
+        try:
+            results = self._tracker.step(frame.image, prompts, encoding=frame.encoding)
+        except InvalidInputError as exc:
+            self._log.warning(f"frame skipped: {exc}")
+            for goal in new_goals:
+                self.end_goal(goal, f"invalid input: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - OOM etc.: report to the goals, start clean
+            text = self._report_error("tracking", exc)
+            for goal in goals:
+                self.end_goal(goal, f"inference error: {text}")
+            self._tracker.reset()
+            return
+        done = time.monotonic()
+        infer_ms = (done - t0) * 1000.0
+        latency_ms = (done - frame.received) * 1000.0
+        header = conversions.header_copy(frame.header)
+        by_id = {int(r.object_id): r for r in results}
+        cfg = self.config
+        base = {oid: conversions.object_mask_msg(r, header, cfg.mask_in_results, cfg.min_score)
+                for oid, r in by_id.items()}
+        frame_index = max(int(self._tracker.frame_index) - 1, 0)
+        for goal in new_goals:
+            goal.added = True
+        self._feedback(goals, by_id, base, header, frame, frame_index, latency_ms)
+        with self._cond:
+            self.stats.frames_tracked += 1
+            self.stats.last_latency_ms = latency_ms
+            self.stats.last_inference_ms = infer_ms
+            self.stats.track_times.append(done)
+        if self._publish is not None:
+            try:
+                self._publish(frame, results, [base[int(r.object_id)] for r in results], "track")
+            except Exception as exc:  # noqa: BLE001
+                self._report_error("publishing tracking results", exc)
+
+    def _feedback(self, goals: List[GoalState], by_id: Dict[int, Any], base: Dict[int, Any], header: Any,
+                  frame: Frame, frame_index: int, latency_ms: float) -> None:
+        from anima_sam2_ros.action import Track
+
+        for goal in goals:
+            if goal.end_reason is not None:
+                continue
+            objects = []
+            for oid in goal.object_ids:
+                result = by_id.get(oid)
+                if result is None:
+                    continue
+                if goal.min_score > self.config.min_score:
+                    msg = conversions.object_mask_msg(result, header, self.config.mask_in_results,
+                                                      goal.min_score)
+                else:
+                    msg = base[oid]
+                objects.append(msg)
+                goal.unseen[oid] = 0 if msg.visible else goal.unseen.get(oid, 0) + 1
+            feedback = Track.Feedback()
+            feedback.masks = conversions.mask_array_msg(objects, header)
+            feedback.frame_index = int(frame_index)
+            feedback.latency_ms = float(latency_ms)
+            goal.frames_processed += 1
+            goal.last_frame_at = frame.received
+            goal.feedback.append(feedback)
+            if goal.max_frames and goal.frames_processed >= goal.max_frames:
+                self.end_goal(goal, "max_frames", succeeded=True)
+            elif goal.max_lost_frames and goal.unseen and all(
+                    n >= goal.max_lost_frames for n in goal.unseen.values()):
+                self.end_goal(goal, "all_lost", succeeded=True)
+            else:
+                goal.wake.set()
+
+    # ------------------------------------------------------------------ diagnostics
+    def snapshot(self) -> Dict[str, Any]:
+        """Counters for /diagnostics."""
+        with self._cond:
+            times = list(self.stats.track_times)
+            fps = 0.0
+            if len(times) >= 2 and times[-1] > times[0]:
+                fps = (len(times) - 1) / (times[-1] - times[0])
+            if times and time.monotonic() - times[-1] > 2.0:
+                fps = 0.0
+            return {
+                "frames_received": self.slot.received,
+                "frames_dropped": self.slot.dropped,
+                "frames_tracked": self.stats.frames_tracked,
+                "segment_calls": self.stats.segment_calls,
+                "errors": self.stats.errors,
+                "last_error": self.stats.last_error,
+                "latency_ms": self.stats.last_latency_ms,
+                "inference_ms": self.stats.last_inference_ms,
+                "fps": fps,
+                "goals": len(self._goals),
+                "objects": sum(len(g.prompts) for g in self._goals),
+                "last_frame_age": (time.monotonic() - self.slot.last_put) if self.slot.last_put else -1.0,
+                "worker_alive": self._thread.is_alive(),
+            }
