@@ -77,7 +77,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError, UnknownObjectError
+from .errors import InvalidInputError, ModelLoadError, UnknownObjectError
 from .preprocess import preprocess_image, scale_points, to_rgb, upsample_logits
 from .types import ObjectResult, Prompt
 from .validation import validate_image, validate_prompt
@@ -153,6 +153,7 @@ class Tracker:
 
         Raises:
             InvalidInputError: a parameter out of range.
+            ModelLoadError: a network whose memory widths cannot run memory attention.
         """
         net = getattr(model, "model", None)
         if net is None:
@@ -166,6 +167,12 @@ class Tracker:
         if num_maskmem > cfg.num_maskmem:
             raise InvalidInputError(
                 f"num_maskmem {num_maskmem} exceeds the model's {cfg.num_maskmem} memory slots")
+        kv_width = net.memory_attention.layers[0].cross_attn_image.k_proj.in_features
+        if net.mem_dim != kv_width or net.mem_dim > net.hidden_dim or net.hidden_dim % net.mem_dim:
+            raise ModelLoadError(
+                f"model cannot track: memory width {net.mem_dim} must equal the memory attention's "
+                f"key/value width {kv_width} (transformers hard-codes 64) and divide the hidden width "
+                f"{net.hidden_dim}")
         if semantics not in SEMANTICS:
             raise InvalidInputError(f"semantics must be one of {SEMANTICS}, got {semantics!r}")
         self._loaded = model
