@@ -83,9 +83,13 @@ _register(ModelSpec("sam2.1-hiera-large", "facebook/sam2.1-hiera-large", 1024,
 
 # test-micro: the same module graph (4 Hiera stages with q-pooling, windowed + global attention,
 # FPN with top-down levels, high-res features, prompt encoder, two-way decoder, memory attention
-# with RoPE, memory encoder) with narrow widths and a 128 px input, so a forward pass takes a
-# few milliseconds. Feature maps: 32x32, 16x16, 8x8 (image_size / 4, / 8, / 16).
-_MICRO_HIDDEN = 32
+# with RoPE, memory encoder, object pointers) with narrow widths and a 128 px input, so a forward
+# pass takes milliseconds. Feature maps: 32x32, 16x16, 8x8 (image_size / 4, / 8, / 16).
+# Two widths cannot shrink: transformers hard-codes the memory cross-attention's key/value width
+# to 64 (Sam2VideoMemoryAttentionLayer: kv_in_dim=64), so memory_encoder_output_channels is 64;
+# the neck is 128 wide so that an object pointer splits into 128 / 64 = 2 memory tokens (SAM 2.1:
+# 256 / 64 = 4), exercising the same code path.
+_MICRO_HIDDEN = 128
 _register(ModelSpec(
     "test-micro", None, 128,
     {
@@ -107,7 +111,7 @@ _register(ModelSpec(
         "memory_attention_num_layers": 2,
         "memory_attention_feed_forward_hidden_size": 64,
         "memory_encoder_hidden_size": _MICRO_HIDDEN,
-        "memory_encoder_output_channels": 16,
+        "memory_encoder_output_channels": 64,
         "mask_downsampler_embed_dim": _MICRO_HIDDEN,
         "memory_fuser_embed_dim": _MICRO_HIDDEN,
         "memory_fuser_intermediate_dim": 64,

@@ -209,13 +209,16 @@ def test_results_are_consistent(seg, ref_image_model, pixels):
     low = seg.last_low_res_logits
     assert low.shape == (6, 3, 32, 32) and low.abs().max() <= 32.0
     # Masks are the reference logits upsampled straight to the source size, thresholded at 0.
-    with torch.inference_mode():
-        ref = ref_image_model(pixel_values=pixels, input_boxes=_boxes(BOXES[1:2]), multimask_output=False)
-        up = F.interpolate(ref.pred_masks[0], size=HW, mode="bilinear", align_corners=False)[0, 0]
-    (res,) = seg.segment([Prompt(box=BOXES[1])])
-    sure = up.abs() > 1e-3
-    assert np.array_equal(res.mask[sure.numpy()], (up > 0)[sure].numpy())
-    assert res.mask.any()
+    nonempty = 0
+    for box in BOXES:
+        with torch.inference_mode():
+            ref = ref_image_model(pixel_values=pixels, input_boxes=_boxes([box]), multimask_output=False)
+            up = F.interpolate(ref.pred_masks[0], size=HW, mode="bilinear", align_corners=False)[0, 0]
+        (res,) = seg.segment([Prompt(box=box)])
+        sure = up.abs() > 1e-3
+        assert np.array_equal(res.mask[sure.numpy()], (up > 0)[sure].numpy())
+        nonempty += int(res.mask.any())
+    assert nonempty
 
 
 def test_encodings_and_sizes(micro_model, scene):
