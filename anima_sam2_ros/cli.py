@@ -141,6 +141,8 @@ def group_prompts(items: Sequence[Tuple[str, Any]]) -> List[Dict[str, Any]]:
                 raise ValueError(f"object {len(objects)}: more than one {flag}; "
                                  "use --object to start another object")
             current[kind] = value
+    if not objects:
+        raise ValueError("no prompt: give at least one --point, --box or --mask-file")
     for i, obj in enumerate(objects, 1):
         if not obj["points"] and obj["box"] is None and obj["mask"] is None:
             raise ValueError(f"object {i} (id {obj['object_id']}) has no --point, --box or --mask-file")
@@ -587,7 +589,10 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
         print(f"anima-sam2 {name}: not available in this installation (no {' or '.join(modules)}"
               f".{func_name})", file=sys.stderr)
         return EXIT_USAGE
-    return int(func(list(argv)) or 0)
+    try:
+        return int(func(list(argv)) or 0)
+    except SystemExit as exc:  # the sub-command's argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
