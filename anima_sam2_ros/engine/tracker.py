@@ -268,8 +268,15 @@ class Tracker:
                 self._objects[req.object_id] = _Object(req.object_id)
                 self._max_id = max(self._max_id, req.object_id)
         frame_idx = self._frame_index
-        with self._loaded.autocast():
-            packed, n_obj, stats_cols = self._forward(rgb, requests, frame_idx)
+        try:
+            with self._loaded.autocast():
+                packed, n_obj, stats_cols = self._forward(rgb, requests, frame_idx)
+        except BaseException:
+            # e.g. out of device memory: drop the objects this call added (they have no memory yet)
+            for req in requests:
+                if req.new:
+                    self._objects.pop(req.object_id, None)
+            raise
         self._frame_index += 1
         return self._results(packed, n_obj, stats_cols, (height, width), requests)
 

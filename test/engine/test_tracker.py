@@ -447,6 +447,14 @@ def test_untrackable_network_is_refused():
         Tracker(build_loaded(micro_spec(hidden=32, mem=16)))
 
 
+def test_small_windows(micro_model):
+    trk = Tracker(micro_model, num_maskmem=3, max_object_pointers=4, max_conditioning_frames=1)
+    trk.step(frame(0), [pt(0, square_center(0))])
+    for t in range(1, 10):
+        trk.step(frame(t), [pt(1, square_center(t))] if t in (4, 7) else None)
+    assert trk.retained_frames(1) == {"cond": [7], "memory": [8, 9], "pointers": [8, 9]}
+
+
 def test_constructor_validation(micro_model):
     with pytest.raises(InvalidInputError):
         Tracker(micro_model, num_maskmem=8)
