@@ -76,8 +76,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 # Where named artifacts live
 # ----------------------------------------------------------------------------------------------
 def artifact_home() -> Path:
-    """Root folder of named INT8 artifacts: ``$ANIMA_SAM2_HOME``, else ``$XDG_CACHE_HOME/anima_sam2``,
-    else ``~/.cache/anima_sam2``."""
+    """Root folder of named INT8 artifacts.
+
+    ``$ANIMA_SAM2_HOME``, else ``$XDG_CACHE_HOME/anima_sam2``, else ``~/.cache/anima_sam2``.
+    """
     home = os.environ.get(HOME_ENV)
     if home:
         return Path(home).expanduser()
@@ -130,7 +132,7 @@ def _torchao_version() -> Optional[str]:
 
 
 def _int8_tensor_cls():
-    """torchao's ``Int8Tensor`` class and its kwargs dataclass, or ``(None, None)``."""
+    """Torchao's ``Int8Tensor`` class and its kwargs dataclass, or ``(None, None)``."""
     try:
         from torchao.quantization.quantize_.workflows.int8.int8_tensor import (
             Int8Tensor,
@@ -200,13 +202,13 @@ def _describe_int8_weight(weight: Any) -> Dict[str, Any]:
 
 def quantized_linear_names(model: Any) -> List[str]:
     """Module paths of the ``nn.Linear`` layers whose weight is a torchao ``Int8Tensor``."""
-    Int8Tensor, _ = _int8_tensor_cls()
-    if Int8Tensor is None:
+    int8_tensor, _ = _int8_tensor_cls()
+    if int8_tensor is None:
         return []
     import torch
 
     return [name for name, mod in model.named_modules()
-            if isinstance(mod, torch.nn.Linear) and isinstance(mod.weight, Int8Tensor)]
+            if isinstance(mod, torch.nn.Linear) and isinstance(mod.weight, int8_tensor)]
 
 
 def _recipe_of(scheme: Dict[str, Any]) -> str:
@@ -231,7 +233,7 @@ def plain_state_dict(model: Any) -> Tuple[Dict[str, Any], List[str], Optional[Di
     """
     import torch
 
-    Int8Tensor, _ = _int8_tensor_cls()
+    int8_tensor, _ = _int8_tensor_cls()
     quantized = quantized_linear_names(model)
     qset = set(quantized)
     scheme: Optional[Dict[str, Any]] = None
@@ -252,7 +254,7 @@ def plain_state_dict(model: Any) -> Tuple[Dict[str, Any], List[str], Optional[Di
         mod_name, _, leaf = key.rpartition(".")
         if leaf == "weight" and mod_name in qset:
             continue
-        if Int8Tensor is not None and isinstance(value, Int8Tensor):  # pragma: no cover - non-Linear
+        if int8_tensor is not None and isinstance(value, int8_tensor):  # pragma: no cover - non-Linear
             raise ValueError(f"{key}: Int8Tensor outside an nn.Linear is not supported")
         tensors[key] = value.detach().to("cpu").contiguous()
     extra = _non_persistent_buffers(model)
@@ -273,7 +275,7 @@ def _dequantized_fp32_state(model: Any) -> Dict[str, Any]:
     """The FP32 state dict of the same network (int8 weights dequantised), for size measurement."""
     import torch
 
-    Int8Tensor, _ = _int8_tensor_cls()
+    int8_tensor, _ = _int8_tensor_cls()
     fallback = {name: mod for name, mod in model.named_modules() if isinstance(mod, _int8_linear_cls())}
     out = {}
     for key, value in model.state_dict().items():
@@ -283,7 +285,7 @@ def _dequantized_fp32_state(model: Any) -> Dict[str, Any]:
                 continue
             if leaf == "weight_int8":
                 key, value = mod_name + ".weight", fallback[mod_name].dequantize()
-        if Int8Tensor is not None and isinstance(value, Int8Tensor):
+        if int8_tensor is not None and isinstance(value, int8_tensor):
             value = value.dequantize(torch.float32)
         value = value.detach().to("cpu")
         if value.is_floating_point():
@@ -365,8 +367,8 @@ def export_int8_artifact(model_or_loaded: Any, out_dir: PathLike, recipe: Option
             (temporary file) when not given.
         fidelity: optional result of ``quant.evaluate.evaluate`` written to ``fidelity.json``.
     """
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     model = unwrap_model(model_or_loaded)
     if not quantized_linear_names(model):
@@ -396,7 +398,8 @@ def export_int8_artifact(model_or_loaded: Any, out_dir: PathLike, recipe: Option
 
     # quantization.json is written last: a directory without it is not an artifact, so an
     # interrupted export never looks loadable.
-    save_file(tensors, str(out / MODEL_FILE), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+    save_file(tensors, str(out / MODEL_FILE),
+              metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
     model.config.to_json_file(str(out / CONFIG_FILE))
     image_size = int(getattr(model.config, "image_size", 1024))
     _write_json(out / PREPROCESSOR_FILE, preprocessor_config(image_size))
@@ -615,7 +618,8 @@ def _read_config(path: PathLike):
 
         config = Sam2VideoConfig.from_json_file(os.path.join(path, CONFIG_FILE))
     except Exception as exc:
-        raise _fail(path, f"cannot read {CONFIG_FILE} as a Sam2VideoConfig: {type(exc).__name__}: {exc}") from None
+        raise _fail(path, f"cannot read {CONFIG_FILE} as a Sam2VideoConfig: "
+                          f"{type(exc).__name__}: {exc}") from None
     if getattr(config, "model_type", None) != "sam2_video":
         raise _fail(path, f"{CONFIG_FILE} model_type is {getattr(config, 'model_type', None)!r}, "
                           f"expected 'sam2_video'")
@@ -632,7 +636,8 @@ def _build_skeleton(config: Any):
     return model.eval()
 
 
-def _expected_keys(model: Any, quantized: Iterable[str], np_buffers: Iterable[str]) -> Dict[str, Tuple[int, ...]]:
+def _expected_keys(model: Any, quantized: Iterable[str],
+                   np_buffers: Iterable[str]) -> Dict[str, Tuple[int, ...]]:
     qset = set(quantized)
     keys: Dict[str, Tuple[int, ...]] = {}
     for key, value in model.state_dict().items():
@@ -687,10 +692,10 @@ def load_int8_artifact(path: PathLike, device: Any = "cpu", use_torchao: Optiona
     except (RuntimeError, TypeError, ValueError) as exc:
         raise _fail(path, f"invalid device {device!r}: {exc}") from None
 
-    Int8Tensor, Kwargs = _int8_tensor_cls()
+    int8_tensor, kwargs_cls = _int8_tensor_cls()
     if use_torchao is None:
-        use_torchao = Int8Tensor is not None
-    elif use_torchao and Int8Tensor is None:
+        use_torchao = int8_tensor is not None
+    elif use_torchao and int8_tensor is None:
         raise _fail(path, "use_torchao=True but torchao's Int8Tensor is not importable")
     scheme = info.get("scheme") or {}
     act = scheme.get("activation")
@@ -700,7 +705,8 @@ def load_int8_artifact(path: PathLike, device: Any = "cpu", use_torchao: Optiona
     try:
         model = _build_skeleton(config)
     except Exception as exc:
-        raise _fail(path, f"cannot build the network from {CONFIG_FILE}: {type(exc).__name__}: {exc}") from None
+        raise _fail(path, f"cannot build the network from {CONFIG_FILE}: "
+                          f"{type(exc).__name__}: {exc}") from None
     quantized = [str(q) for q in info["quantized_modules"]]
     for name in quantized:
         try:
@@ -719,7 +725,8 @@ def load_int8_artifact(path: PathLike, device: Any = "cpu", use_torchao: Optiona
     try:
         handle = safe_open(mpath, framework="pt", device=str(dev))
     except Exception as exc:
-        raise _fail(path, f"{MODEL_FILE} is not a readable safetensors file: {type(exc).__name__}: {exc}") from None
+        raise _fail(path, f"{MODEL_FILE} is not a readable safetensors file: "
+                          f"{type(exc).__name__}: {exc}") from None
     with handle as fh:
         stored = set(fh.keys())
         missing = sorted(k for k in expected if k not in stored)
@@ -746,7 +753,7 @@ def load_int8_artifact(path: PathLike, device: Any = "cpu", use_torchao: Optiona
                                   f"expects {shape}")
             _set_tensor(model, key, value)
 
-        Int8Linear = None if use_torchao else _int8_linear_cls()
+        int8_linear = None if use_torchao else _int8_linear_cls()
         for name in quantized:
             qdata = get(name + WEIGHT_INT8)
             shape = expected[name + WEIGHT_INT8]
@@ -770,15 +777,15 @@ def load_int8_artifact(path: PathLike, device: Any = "cpu", use_torchao: Optiona
             mod = model.get_submodule(name)
             bias = mod.bias if mod.bias is not None else None
             if use_torchao:
-                act_kwargs = _act_kwargs(act, Kwargs) if act else None
-                weight = Int8Tensor(qdata, scale, block, torch.float32, zero_point=zero_point,
+                act_kwargs = _act_kwargs(act, kwargs_cls) if act else None
+                weight = int8_tensor(qdata, scale, block, torch.float32, zero_point=zero_point,
                                     act_quant_kwargs=act_kwargs,
                                     reduce_range=bool(scheme.get("reduce_range", False)))
                 mod.weight = torch.nn.Parameter(weight, requires_grad=False)
             else:
                 parent_name, _, child = name.rpartition(".")
                 parent = model.get_submodule(parent_name) if parent_name else model
-                new = Int8Linear(qdata, scale, zero_point, None if bias is None else bias.data, act,
+                new = int8_linear(qdata, scale, zero_point, None if bias is None else bias.data, act,
                                  reduce_range=bool(scheme.get("reduce_range", False)))
                 setattr(parent, child, new)
 
@@ -790,10 +797,11 @@ def load_int8_artifact(path: PathLike, device: Any = "cpu", use_torchao: Optiona
     return model.eval()
 
 
-def _act_kwargs(act: Dict[str, Any], Kwargs: Any):
+def _act_kwargs(act: Dict[str, Any], kwargs_cls: Any):
     from torchao.quantization.granularity import PerRow, PerTensor
     from torchao.quantization.quant_primitives import MappingType
 
     gran = PerTensor() if act.get("granularity") == "per_tensor" else PerRow()
     mapping = MappingType.ASYMMETRIC if act.get("mapping") == "asymmetric" else MappingType.SYMMETRIC
-    return Kwargs(granularity=gran, mapping_type=mapping, reduce_range=bool(act.get("reduce_range", False)))
+    return kwargs_cls(granularity=gran, mapping_type=mapping,
+                      reduce_range=bool(act.get("reduce_range", False)))

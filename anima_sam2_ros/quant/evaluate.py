@@ -175,14 +175,16 @@ def _image_logits(net: _Net, embeddings: Any, prompt: Dict[str, np.ndarray], src
     if "points" in prompt:
         pts = scale_points(prompt["points"], src_hw, net.image_size)
         kwargs["input_points"] = torch.from_numpy(pts)[None, None].to(net.device)
-        kwargs["input_labels"] = torch.from_numpy(prompt["labels"].astype(np.int64))[None, None].to(net.device)
+        labels = torch.from_numpy(prompt["labels"].astype(np.int64))
+        kwargs["input_labels"] = labels[None, None].to(net.device)
     if "box" in prompt:
         box = scale_points(prompt["box"].reshape(2, 2), src_hw, net.image_size).reshape(4)
         kwargs["input_boxes"] = torch.from_numpy(box)[None, None].to(net.device)
     with net.ctx():
         out = net.model._single_frame_forward(image_embeddings=embeddings, multimask_output=False, **kwargs)
     logits = out.pred_masks.reshape(-1, *out.pred_masks.shape[-2:])[0]
-    return logits.float(), float(out.iou_scores.flatten()[0].float())
+    score = float(out.iou_scores.flatten()[0].float())
+    return logits.float(), score, float(out.object_score_logits.flatten()[0])
 
 
 def _rel_err(a: Any, b: Any) -> float:
@@ -236,7 +238,8 @@ def _track(net: _Net, frames: List[np.ndarray], first_prompts: List[Dict[str, np
                 pts = torch.from_numpy(scale_points(prompt["points"], (h, w), net.image_size))
                 session.add_point_inputs(idx, 0, {
                     "point_coords": pts[None, None].to(net.device),
-                    "point_labels": torch.from_numpy(prompt["labels"].astype(np.int32))[None, None].to(net.device),
+                    "point_labels": torch.from_numpy(
+                        prompt["labels"].astype(np.int32))[None, None].to(net.device),
                 })
                 ids.append(obj_id)
             session.obj_with_new_inputs = ids
@@ -286,9 +289,12 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
             rng = np.random.default_rng(seed + s + 1000)
             for mask in masks:
                 for kind, prompt in prompts_for(mask, rng).items():
-                    la, sa = _image_logits(na, emb[0], prompt, (h, w))
-                    lb, sb = _image_logits(nb, emb[1], prompt, (h, w))
-                    row = per_kind.setdefault(kind, {"iou": [], "rel": [], "score": []})
+                    la, sa, pa = _image_logits(na, emb[0], prompt, (h, w))
+                    lb, sb, pb = _image_logits(nb, emb[1], prompt, (h, w))
+                    row = per_kind.setdefault(kind, {"iou": [], "rel": [], "score": [], "present": [],
+                                                     "agree": []})
+                    row["present"].append(float(pb > 0))
+                    row["agree"].append(float((pa > 0) == (pb > 0)))
                     row["iou"].append(_iou(_to_mask(la, (h, w)), _to_mask(lb, (h, w))))
                     row["rel"].append(_rel_err(la, lb))
                     row["score"].append(abs(sa - sb))
@@ -298,7 +304,11 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
             rel_mean, _, rel_max = _summary(row["rel"])
             image_report[kind] = {"n": len(row["iou"]), "iou_mean": iou_mean, "iou_min": iou_min,
                                   "logit_rel_err_mean": rel_mean, "logit_rel_err_max": rel_max,
-                                  "score_abs_diff_mean": float(np.mean(row["score"]))}
+                                  "score_abs_diff_mean": float(np.mean(row["score"])),
+                                  # B's object-score logit > 0; where it is not, transformers sets the
+                                  # mask logits to a constant (-1024) and IoU / rel. error are trivial.
+                                  "object_present_fraction": float(np.mean(row["present"])),
+                                  "presence_agreement": float(np.mean(row["agree"]))}
         report: Dict[str, Any] = {
             "num_scenes": num_scenes,
             "image_sizes": [list(x) for x in sizes[:max(1, min(num_scenes, len(sizes)))]],
@@ -320,7 +330,7 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
             ta = _track(na, frames, first)
             tb = _track(nb, frames, first)
             ious, rels = [], []
-            for fa, fb in zip(ta, tb):
+            for fa, fb in zip(ta, tb, strict=True):
                 ma, mb = _to_mask(fa, (h, w)), _to_mask(fb, (h, w))
                 ious.append([_iou(ma[k], mb[k]) for k in range(len(first))])
                 rels.append([_rel_err(fa[k], fb[k]) for k in range(len(first))])
@@ -346,10 +356,12 @@ def print_report(report: Dict[str, Any], file: Any = None) -> None:
         print(DUMMY_WARNING, file=out)
     if report.get("a") or report.get("b"):
         print(f"A: {report.get('a')}\nB: {report.get('b')}", file=out)
-    print(f"{'prompt':<18}{'n':>4}{'IoU mean':>10}{'IoU min':>10}{'rel.err mean':>14}{'max':>9}", file=out)
+    print(f"{'prompt':<18}{'n':>4}{'IoU mean':>10}{'IoU min':>10}{'rel.err mean':>14}{'max':>9}"
+          f"{'present':>9}", file=out)
     for kind, row in report.get("image", {}).items():
         print(f"{kind:<18}{row['n']:>4}{row['iou_mean']:>10.4f}{row['iou_min']:>10.4f}"
-              f"{row['logit_rel_err_mean']:>14.4f}{row['logit_rel_err_max']:>9.4f}", file=out)
+              f"{row['logit_rel_err_mean']:>14.4f}{row['logit_rel_err_max']:>9.4f}"
+              f"{row.get('object_present_fraction', float('nan')):>9.2f}", file=out)
     if report.get("encoder_rel_err_mean") is not None:
         print(f"image-encoder feature rel. error (mean): {report['encoder_rel_err_mean']:.4f}", file=out)
     trk = report.get("tracking")
@@ -389,8 +401,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     """Arguments of ``anima-sam2 evaluate``."""
     parser.add_argument("--a", required=True, help="model A: INT8 artifact directory or registry name")
     parser.add_argument("--b", required=True, help="model B (reference): artifact directory or registry name")
-    parser.add_argument("--a-weights", default=None, help="weights of A when --a is a name (dir, HF id, dummy)")
-    parser.add_argument("--b-weights", default=None, help="weights of B when --b is a name (dir, HF id, dummy)")
+    parser.add_argument("--a-weights", default=None,
+                        help="weights of A when --a is a name (dir, HF id, dummy)")
+    parser.add_argument("--b-weights", default=None,
+                        help="weights of B when --b is a name (dir, HF id, dummy)")
     parser.add_argument("--seed", type=int, default=0, help="seed of dummy weights (default 0)")
     parser.add_argument("--device", default="cpu", help="device (default cpu)")
     parser.add_argument("--scenes", type=int, default=6, help="number of synthetic scenes (default 6)")
@@ -401,7 +415,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``evaluate`` sub-command to an argparse ``subparsers``; sets ``func=run_evaluate``."""
-    parser = subparsers.add_parser("evaluate", help="compare two models (e.g. INT8 vs FP32) on synthetic scenes",
+    parser = subparsers.add_parser("evaluate",
+                                   help="compare two models (e.g. INT8 vs FP32) on synthetic scenes",
                                    description=__doc__.split("\n\n")[0])
     add_evaluate_arguments(parser)
     parser.set_defaults(func=run_evaluate)

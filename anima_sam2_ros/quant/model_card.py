@@ -39,11 +39,19 @@ def _fidelity_lines(fid: Dict[str, Any]) -> List[str]:
     lines = [f"Compared: A = {fid.get('a', 'INT8')} vs B = {fid.get('b', 'FP32')} "
              f"on {fid.get('num_scenes', '?')} synthetic scenes (shapes on textured backgrounds, "
              f"sizes {', '.join('x'.join(str(v) for v in s) for s in fid.get('image_sizes', []))}).", ""]
-    lines += ["| prompt | n | mask IoU mean | mask IoU min | logit rel. error mean | max |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| prompt | n | mask IoU mean | mask IoU min | logit rel. error mean | max "
+              "| object present (B) |",
+              "|---|---|---|---|---|---|---|"]
     for kind, row in fid.get("image", {}).items():
-        lines.append(f"| {kind} | {row.get('n')} | {_fmt(row.get('iou_mean'))} | {_fmt(row.get('iou_min'))} | "
-                     f"{_fmt(row.get('logit_rel_err_mean'))} | {_fmt(row.get('logit_rel_err_max'))} |")
+        lines.append(f"| {kind} | {row.get('n')} | {_fmt(row.get('iou_mean'))} | "
+                     f"{_fmt(row.get('iou_min'))} | "
+                     f"{_fmt(row.get('logit_rel_err_mean'))} | {_fmt(row.get('logit_rel_err_max'))} | "
+                     f"{_fmt(row.get('object_present_fraction'), 2)} |")
+    lines += ["", "Where the reference's object-score logit is <= 0, transformers replaces the mask logits "
+                  "by a constant, so IoU and logit error of those prompts are trivially perfect: read "
+                  "them together with the 'object present' fraction."]
+    if fid.get("encoder_rel_err_mean") is not None:
+        lines += ["", f"Image-encoder feature relative error (mean): {_fmt(fid['encoder_rel_err_mean'])}."]
     trk = fid.get("tracking")
     if trk:
         lines += ["", f"Tracking ({trk.get('method', '')}): {trk.get('num_frames')} frames, "
@@ -105,13 +113,14 @@ def render_model_card(info: Dict[str, Any], fidelity: Optional[Dict[str, Any]] =
         "tensors under their `state_dict` names. Loads with `safetensors` alone, with any torchao or none.",
         "- `config.json`: transformers `Sam2VideoConfig`.",
         "- `preprocessor_config.json`: uint8 RGB → [0, 1] → bilinear antialias resize → ImageNet mean/std.",
-        f"- `{QUANT_FILE}`: format, recipe, quantized modules, versions, source, sizes, sha256 of every file.",
+        f"- `{QUANT_FILE}`: format, recipe, quantized modules, versions, source, sizes, "
+        "sha256 of every file.",
         f"- `{FIDELITY_FILE}`: the fidelity numbers above.",
         "", "## Use", "", "```python",
         "from anima_sam2_ros.engine import load_model",
         f"model = load_model(\"{model}-int8\", weights=\"<this directory>\")",
         "```", "",
-        f"or `anima_sam2_ros.quant.load_int8_artifact(\"<this directory>\", \"cpu\")` for the bare "
+        "or `anima_sam2_ros.quant.load_int8_artifact(\"<this directory>\", \"cpu\")` for the bare "
         "`Sam2VideoModel`. The loader checks the sha256 of every file and never unpickles anything.",
         "",
     ]

@@ -1,4 +1,4 @@
-"""Quantize a SAM 2.1 network with torchao and write an ``anima-sam2-int8`` artifact.
+r"""Quantize a SAM 2.1 network with torchao and write an ``anima-sam2-int8`` artifact.
 
 Python API::
 
@@ -101,7 +101,8 @@ def add_quantize_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
                         help="int8-dynamic (int8 weights + dynamic per-token int8 activations, default) "
                              "or int8-weight-only")
     parser.add_argument("--no-eval", action="store_true", help="skip the INT8 vs FP32 fidelity evaluation")
-    parser.add_argument("--device", default="cpu", help="device for quantization and evaluation (default cpu)")
+    parser.add_argument("--device", default="cpu",
+                        help="device for quantization and evaluation (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of dummy weights (default 0)")
     parser.add_argument("--eval-scenes", type=int, default=None, help="number of synthetic scenes")
     parser.add_argument("--eval-frames", type=int, default=None, help="frames of the tracked sequence")

@@ -101,15 +101,27 @@ def fp32():
     return _fp32_model()
 
 
-@pytest.fixture(scope="module", params=["int8-dynamic", "int8-weight-only"])
-def exported(request, fp32, tmp_path_factory):
-    recipe = request.param
-    qmodel = copy.deepcopy(fp32)
-    names = quantize_model(qmodel, recipe)
-    out = tmp_path_factory.mktemp(recipe) / "artifact"
-    export_int8_artifact(qmodel, out, recipe=recipe,
-                         source_info={"model": "test-micro", "weights": "dummy", "is_dummy": True, "seed": 0})
-    return recipe, qmodel, names, out
+RECIPES = ("int8-dynamic", "int8-weight-only")
+
+
+@pytest.fixture(scope="module")
+def artifacts(fp32, tmp_path_factory):
+    """Recipe -> (recipe, quantized in-memory model, quantized module names, artifact dir)."""
+    out = {}
+    for recipe in RECIPES:
+        qmodel = copy.deepcopy(fp32)
+        names = quantize_model(qmodel, recipe)
+        path = tmp_path_factory.mktemp(recipe) / "artifact"
+        export_int8_artifact(qmodel, path, recipe=recipe,
+                             source_info={"model": "test-micro", "weights": "dummy", "is_dummy": True,
+                                          "seed": 0})
+        out[recipe] = (recipe, qmodel, names, path)
+    return out
+
+
+@pytest.fixture(params=RECIPES)
+def exported(request, artifacts):
+    return artifacts[request.param]
 
 
 def _copy_artifact(src: Path, dst: Path) -> Path:
@@ -167,7 +179,7 @@ def test_reload_is_identical_to_in_memory_quantized(exported):
     recipe, qmodel, _, out = exported
     loaded = load_int8_artifact(out, "cpu")
     assert type(loaded).__name__ == "Sam2VideoModel" and not loaded.training
-    for a, b in zip(_logits(qmodel), _logits(loaded)):
+    for a, b in zip(_logits(qmodel), _logits(loaded), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(_box_logits(qmodel), _box_logits(loaded))
     assert not any(t.is_meta for t in list(loaded.parameters()) + list(loaded.buffers()))
@@ -192,11 +204,13 @@ def test_quantized_is_close_to_fp32(fp32, exported):
     assert 0 < rel < 0.2
 
 
-def test_loads_offline_in_fresh_process_without_pickle(exported, tmp_path):
+def test_loads_offline_in_fresh_process_without_pickle(artifacts, tmp_path):
     """A fresh interpreter with no network and torch.load / pickle.load booby-trapped."""
-    _, qmodel, _, out = exported
-    expected = tmp_path / "expected.npy"
-    np.save(expected, _logits(qmodel)[0].numpy())
+    checks = []
+    for recipe, (_, qmodel, _, out) in artifacts.items():
+        expected = tmp_path / f"{recipe}.npy"
+        np.save(expected, _logits(qmodel)[0].numpy())
+        checks.append((str(out), str(expected)))
     code = f"""
 import pickle, sys, numpy as np, torch
 def _no(*a, **k): raise AssertionError("unrestricted pickle used")
@@ -207,8 +221,9 @@ socket.socket.connect = _nonet
 sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
 from anima_sam2_ros.quant.artifact import load_int8_artifact
 from test_int8 import _logits
-m = load_int8_artifact({str(out)!r}, "cpu")
-assert np.array_equal(_logits(m)[0].numpy(), np.load({str(expected)!r}))
+for path, expected in {checks!r}:
+    m = load_int8_artifact(path, "cpu")
+    assert np.array_equal(_logits(m)[0].numpy(), np.load(expected)), path
 print("OK")
 """
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(REPO))
@@ -333,26 +348,28 @@ def test_default_artifact_dir(monkeypatch, tmp_path):
     assert default_artifact_dir("sam2.1-hiera-small") == tmp_path / "sam2.1-hiera-small-int8"
     monkeypatch.delenv("ANIMA_SAM2_HOME")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_artifact_dir("sam2.1-hiera-small-int8") == tmp_path / "xdg" / "anima_sam2" / "sam2.1-hiera-small-int8"
+    want = tmp_path / "xdg" / "anima_sam2" / "sam2.1-hiera-small-int8"
+    assert default_artifact_dir("sam2.1-hiera-small-int8") == want
     with pytest.raises(ModelLoadError):
         default_artifact_dir("../evil")
 
 
-def test_evaluate_reports_fidelity(fp32, exported, caplog):
+def test_evaluate_reports_fidelity(fp32, artifacts, caplog):
     from anima_sam2_ros.quant.evaluate import DUMMY_WARNING, evaluate
 
-    recipe, qmodel, _, _ = exported
+    recipe, qmodel, _, _ = artifacts["int8-dynamic"]
     with caplog.at_level("WARNING"):
-        rep = evaluate(qmodel, fp32, num_scenes=2, image_sizes=((96, 128), (64, 160)), num_frames=3,
+        rep = evaluate(qmodel, fp32, num_scenes=1, image_sizes=((96, 128),), num_frames=3,
                        is_dummy=True)
     assert DUMMY_WARNING in caplog.text and rep["warning"] == DUMMY_WARNING
     assert set(rep["image"]) == {"point", "points+negative", "box"}
     for row in rep["image"].values():
-        assert row["n"] == 4 and 0.5 < row["iou_mean"] <= 1.0 and 0 < row["logit_rel_err_mean"] < 0.2
+        assert row["n"] == 2 and 0.5 < row["iou_mean"] <= 1.0 and 0 < row["logit_rel_err_mean"] < 0.2
+        assert row["object_present_fraction"] == 1.0 and row["presence_agreement"] == 1.0
     trk = rep["tracking"]
     assert trk["num_frames"] == 3 and trk["num_objects"] == 2 and len(trk["iou_per_frame"]) == 3
     assert 0.5 < trk["iou_mean"] <= 1.0
-    same = evaluate(fp32, fp32, num_scenes=1, image_sizes=((96, 128),), num_frames=2)
+    same = evaluate(fp32, fp32, num_scenes=1, image_sizes=((96, 128),), num_frames=2, num_objects=1)
     assert same["image"]["box"]["iou_min"] == 1.0 and same["image"]["box"]["logit_rel_err_max"] == 0.0
     assert same["tracking"]["iou_min"] == 1.0
 
@@ -364,12 +381,11 @@ def test_synthetic_scenes_are_deterministic():
     a, ma = render_scene(3, 120, 160, objs, t=2)
     b, mb = render_scene(3, 120, 160, objs, t=2)
     assert a.dtype == np.uint8 and a.shape == (120, 160, 3) and np.array_equal(a, b)
-    assert all(m.any() for m in ma) and all(np.array_equal(x, y) for x, y in zip(ma, mb))
+    assert all(m.any() for m in ma) and all(np.array_equal(x, y) for x, y in zip(ma, mb, strict=True))
 
 
 def test_cli_quantize_end_to_end(tmp_path, monkeypatch):
-    """`anima-sam2 quantize` on test-micro dummy weights (runs only where the registry's test-micro
-    can track; it always checks the artifact with --no-eval)."""
+    """`anima-sam2 quantize --no-eval` on test-micro dummy weights, then an unknown model name."""
     from anima_sam2_ros.quant.quantize import main_quantize
 
     out = tmp_path / "cli"
@@ -379,7 +395,8 @@ def test_cli_quantize_end_to_end(tmp_path, monkeypatch):
     info = json.loads((out / "quantization.json").read_text())
     assert info["recipe"] == "int8-weight-only" and info["source"]["is_dummy"] is True
     assert load_int8_artifact(out, "cpu") is not None
-    assert main_quantize(["--model", "no-such-model", "--weights", "dummy", "--out", str(tmp_path / "x")]) == 2
+    bad = ["--model", "no-such-model", "--weights", "dummy", "--out", str(tmp_path / "x")]
+    assert main_quantize(bad) == 2
 
 
 def test_register_adds_subcommands():
@@ -392,7 +409,8 @@ def test_register_adds_subcommands():
     args = parser.parse_args(["quantize", "--weights", "dummy", "--out", "/tmp/x", "--no-eval"])
     assert args.command == "quantize" and args.no_eval and args.recipe == "int8-dynamic"
     assert args.func.__name__ == "run_quantize"
-    args = parser.parse_args(["evaluate", "--a", "/tmp/a", "--b", "sam2.1-hiera-small", "--b-weights", "dummy"])
+    args = parser.parse_args(["evaluate", "--a", "/tmp/a", "--b", "sam2.1-hiera-small",
+                              "--b-weights", "dummy"])
     assert args.func.__name__ == "run_evaluate" and args.b_weights == "dummy"
 
 
