@@ -143,7 +143,7 @@ class Sam2Client:
         from rclpy.action import ActionClient
         from rclpy.executors import MultiThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
         from anima_sam2_ros.action import Track
         from anima_sam2_ros.msg import ObjectMaskArray
@@ -164,14 +164,17 @@ class Sam2Client:
         cam_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if camera_reliable
                              else ReliabilityPolicy.BEST_EFFORT)
         self.camera = n.create_publisher(Image, "/image", cam_qos)
+        self.compressed = n.create_publisher(CompressedImage, "/image/compressed", cam_qos)
+        self.camera_info = n.create_publisher(CameraInfo, "/camera_info", cam_qos)
         out_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self._lock = threading.Lock()
         self.received: Dict[str, List[Any]] = {k: [] for k in ("masks", "overlay", "label_image",
-                                                               "diagnostics")}
+                                                               "diagnostics", "camera_info")}
         n.create_subscription(ObjectMaskArray, f"{base}/masks", self._recorder("masks"), out_qos)
         n.create_subscription(Image, f"{base}/overlay", self._recorder("overlay"), out_qos)
         n.create_subscription(Image, f"{base}/label_image", self._recorder("label_image"), out_qos)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._recorder("diagnostics"), out_qos)
+        n.create_subscription(CameraInfo, f"{base}/camera_info", self._recorder("camera_info"), out_qos)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)

@@ -21,7 +21,8 @@ def env(tmp_path_factory):
     require_workspace()
     from sam2_client import Sam2Client, start_node
 
-    node = start_node(tmp_path_factory.mktemp("seg"), NAME)
+    node = start_node(tmp_path_factory.mktemp("seg"), NAME,
+                      overrides={"topics.compressed_image": "image/compressed"})
     client = Sam2Client(NAME)
     try:
         client.wait_active()
@@ -112,6 +113,36 @@ def test_segment_latest_camera_frame_and_masks_topic(env):
         assert wait_for(lambda: any(m.header.stamp == header.stamp for m in client.messages("masks")), 10.0)
     finally:
         client.stop_camera()
+
+
+def test_compressed_camera_and_camera_info_passthrough(env):
+    import cv2
+    from sam2_client import point_prompt
+    from sensor_msgs.msg import CameraInfo, CompressedImage
+
+    client, _ = env
+    bgr = np.full((96, 128, 3), 30, dtype=np.uint8)
+    bgr[30:60, 40:80] = (0, 0, 255)
+    ok, jpeg = cv2.imencode(".jpg", bgr)
+    assert ok
+    msg = CompressedImage(format="jpeg", data=array.array("B", jpeg.tobytes()))
+    msg.header.frame_id = "compressed_cam"
+    msg.header.stamp.sec = 777
+    info = CameraInfo(width=128, height=96)
+    info.header.frame_id = "compressed_cam"
+
+    def latest_is_compressed():
+        client.compressed.publish(msg)
+        client.camera_info.publish(info)
+        res = client.segment_call([point_prompt(60, 45)])
+        return res.success and res.result.header.frame_id == "compressed_cam"
+
+    assert wait_for(latest_is_compressed, 20.0, period=0.3)
+    res = client.segment_call([point_prompt(60, 45)])
+    assert res.result.header.stamp.sec == 777
+    assert _mask_array(res.result.objects[0]).shape == (96, 128)
+    assert wait_for(lambda: any(m.header.frame_id == "compressed_cam" and m.width == 128
+                                for m in client.messages("camera_info")), 10.0)
 
 
 def _bad_requests():

@@ -265,8 +265,21 @@ class Sam2Node(LifecycleNode):
             return False
         return True
 
+    def stop_work(self) -> None:
+        """End running goals and queued requests and stop the worker (process exit, first step).
+
+        Done before the executor shuts down so that blocked goal / segment callbacks return.
+        """
+        self._active = False
+        worker = self._worker
+        if worker is not None:
+            worker.end_all_goals("shutdown")
+            worker.fail_pending("the node is shutting down")
+            worker.stop(timeout=5.0)
+        self._wait_idle(1.0)
+
     def release(self) -> None:
-        """Stop the worker and free the model (process exit)."""
+        """Destroy what configure and activate created and free the model (process exit)."""
         self._active = False
         with contextlib.suppress(Exception):
             self._deactivate_entities()
@@ -630,6 +643,8 @@ def main(args: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if node is not None:
+            node.stop_work()
         if executor is not None:
             executor.shutdown(timeout_sec=2.0)
         if node is not None:
