@@ -144,6 +144,7 @@ class Sam2Client:
         from rclpy.executors import MultiThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        from visualization_msgs.msg import MarkerArray
 
         from anima_sam2_ros.action import Track
         from anima_sam2_ros.msg import ObjectMaskArray
@@ -169,12 +170,13 @@ class Sam2Client:
         out_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self._lock = threading.Lock()
         self.received: Dict[str, List[Any]] = {k: [] for k in ("masks", "overlay", "label_image",
-                                                               "diagnostics", "camera_info")}
+                                                               "diagnostics", "camera_info", "markers")}
         n.create_subscription(ObjectMaskArray, f"{base}/masks", self._recorder("masks"), out_qos)
         n.create_subscription(Image, f"{base}/overlay", self._recorder("overlay"), out_qos)
         n.create_subscription(Image, f"{base}/label_image", self._recorder("label_image"), out_qos)
         n.create_subscription(DiagnosticArray, "/diagnostics", self._recorder("diagnostics"), out_qos)
         n.create_subscription(CameraInfo, f"{base}/camera_info", self._recorder("camera_info"), out_qos)
+        n.create_subscription(MarkerArray, f"{base}/markers", self._recorder("markers"), out_qos)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
         self.executor.add_node(n)
         self._thread = threading.Thread(target=self._spin, daemon=True)

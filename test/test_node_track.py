@@ -75,10 +75,12 @@ def test_goal_feedback_and_completion_on_max_frames(env, camera):
     stamps = {(fb.masks.header.stamp.sec, fb.masks.header.stamp.nanosec) for fb in feedback}
     assert wait_for(lambda: stamps <= {(m.header.stamp.sec, m.header.stamp.nanosec)
                                        for m in client.messages("masks")}, 5.0)
-    # ~/overlay and ~/label_image (rendered by node.visualization) share those headers.
+    # ~/overlay, ~/label_image and ~/markers (rendered by node.visualization) share those headers.
     for topic in ("overlay", "label_image"):
         assert wait_for(lambda t=topic: any((m.header.stamp.sec, m.header.stamp.nanosec) in stamps
                                             for m in client.messages(t)), 5.0), topic
+    assert wait_for(lambda: any(m.markers and m.markers[-1].header.frame_id == "test_camera"
+                                for m in client.messages("markers")), 5.0)
     overlay = client.messages("overlay")[-1]
     assert overlay.encoding == "bgr8" and (overlay.width, overlay.height) == (160, 120)
 
