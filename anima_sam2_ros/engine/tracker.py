@@ -436,7 +436,10 @@ class Tracker:
         out: List[Optional[torch.Tensor]] = [None] * len(objs)
         for (_n_mem, n_ptr), members in groups.items():
             batch = len(members)
-            memory = torch.stack([torch.cat(gathered[i][0], dim=0) for i in members], dim=1)
+            # bf16 memory features -> the activation dtype first (exact for fp32, as the reference's
+            # final cast; under fp16 autocast, cat/stack would refuse a bf16 + fp16 mix)
+            memory = torch.stack([torch.cat([m.to(self._mem_dtype) for m in gathered[i][0]], dim=0)
+                                  for i in members], dim=1)
             memory_pos = torch.stack([torch.cat(gathered[i][1], dim=0) for i in members], dim=1)
             n_ptr_tokens = 0
             if n_ptr:

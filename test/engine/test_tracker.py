@@ -455,6 +455,25 @@ def test_small_windows(micro_model):
     assert trk.retained_frames(1) == {"cond": [7], "memory": [8, 9], "pointers": [8, 9]}
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_autocast(micro_model, precision):
+    """bf16 / fp16 autocast (fp32 weights) runs, with bf16 memory mixed in, close to fp32."""
+    from anima_sam2_ros.engine.loading import LoadedModel
+
+    half = LoadedModel(micro_model.model, name="test-micro", device="cpu", precision=precision,
+                       image_size=micro_model.image_size, weights_source="test", is_dummy=True)
+    low, ref = Tracker(half), Tracker(micro_model)
+    mask = np.zeros((H, W), bool)
+    mask[20:40, 30:50] = True
+    for t in range(8):
+        prompts = {0: [pt(0, square_center(0))], 3: [Prompt(object_id=0, mask=mask)]}.get(t)
+        a, b = low.step(frame(t), prompts), ref.step(frame(t), prompts)
+    for x, y in zip(a, b, strict=True):
+        assert np.isfinite(x.object_score) and x.mask.shape == (H, W)
+        union = (x.mask | y.mask).sum()
+        assert union == 0 or (x.mask & y.mask).sum() / union > 0.9
+
+
 def test_constructor_validation(micro_model):
     with pytest.raises(InvalidInputError):
         Tracker(micro_model, num_maskmem=8)
