@@ -10,9 +10,9 @@ prompts (one positive point, a positive + a negative point, a box). Reported per
 * predicted-IoU score difference;
 
 and over a tracked sequence (the objects move a few pixels per frame; prompted by a point on
-frame 0, then propagated) the per-frame mask IoU between A and B. Tracking uses transformers'
-``Sam2VideoModel`` streaming session directly (a session without a video, frames passed one
-by one), so it measures the network, independent of the engine's ``Tracker`` bookkeeping.
+frame 0, then propagated) the per-frame mask IoU and logit error between A and B. Tracking runs
+the engine's ``Tracker`` (``engine/tracker.py``); where that module is missing it falls back to
+transformers' ``Sam2VideoModel`` streaming session directly (the report's ``method`` says which).
 
 With dummy (random) weights the numbers say little about real accuracy (random networks have
 near-zero logits, where a tiny change flips pixels); the same code runs unchanged on real weights.
@@ -252,6 +252,43 @@ def _track(net: _Net, frames: List[np.ndarray], first_prompts: List[Dict[str, np
     return outs
 
 
+def _track_engine(net: _Net, frames: List[np.ndarray], first_prompts: List[Dict[str, np.ndarray]]):
+    """Per-frame low-res logits ``(num_objects, h, w)`` from the engine's ``Tracker``."""
+    import types
+
+    import torch
+
+    from anima_sam2_ros.engine.tracker import Tracker
+    from anima_sam2_ros.engine.types import Prompt
+
+    loaded = net.loaded
+    if loaded is None:  # a bare network (e.g. load_int8_artifact): the attributes Tracker reads
+        loaded = types.SimpleNamespace(model=net.model, device=net.device, dtype=torch.float32,
+                                       image_size=net.image_size, precision="int8",
+                                       autocast=torch.inference_mode)
+    trk = Tracker(loaded)
+    outs = []
+    for t, frame in enumerate(frames):
+        prompts = None
+        if t == 0:
+            prompts = [Prompt(object_id=k + 1, points=p["points"], labels=p["labels"])
+                       for k, p in enumerate(first_prompts)]
+        trk.step(frame, prompts)
+        order = {oid: i for i, oid in enumerate(trk.object_ids)}
+        logits = trk.last_low_res_logits.float().cpu()
+        outs.append(logits[[order[k + 1] for k in range(len(first_prompts))]])
+    return outs
+
+
+def _tracking_fn():
+    """The engine's Tracker where it exists, else transformers' streaming session."""
+    try:
+        import anima_sam2_ros.engine.tracker  # noqa: F401
+    except ImportError:
+        return _track, "transformers Sam2VideoModel streaming session (engine Tracker unavailable)"
+    return _track_engine, "anima_sam2_ros.engine.Tracker"
+
+
 # ----------------------------------------------------------------------------------------------
 # evaluation
 # ----------------------------------------------------------------------------------------------
@@ -327,8 +364,9 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
                 gts.append(ms)
             rng = np.random.default_rng(seed + 501)
             first = [prompts_for(m, rng)["point"] for m in gts[0] if m.any()]
-            ta = _track(na, frames, first)
-            tb = _track(nb, frames, first)
+            track, method = _tracking_fn()
+            ta = track(na, frames, first)
+            tb = track(nb, frames, first)
             ious, rels = [], []
             for fa, fb in zip(ta, tb, strict=True):
                 ma, mb = _to_mask(fa, (h, w)), _to_mask(fb, (h, w))
@@ -336,7 +374,7 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
                 rels.append([_rel_err(fa[k], fb[k]) for k in range(len(first))])
             flat = [v for row in ious for v in row]
             report["tracking"] = {
-                "method": "transformers Sam2VideoModel streaming session, point prompt on frame 0",
+                "method": method + ", point prompt on frame 0",
                 "num_frames": num_frames, "num_objects": len(first), "image_size": [h, w],
                 "iou_mean": float(np.mean(flat)), "iou_min": float(np.min(flat)),
                 "iou_last": float(np.mean(ious[-1])),
