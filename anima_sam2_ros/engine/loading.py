@@ -146,8 +146,9 @@ def _resolve_hf_id(repo_id: str) -> str:
         path = snapshot_download(repo_id, local_files_only=True, cache_dir=cache)
     except Exception as exc:  # noqa: BLE001 - LocalEntryNotFoundError, HFValidationError, offline...
         raise ModelLoadError(
-            f"weights {repo_id!r} are not in the local Hugging Face cache (this engine never "
-            f"downloads). Expected them under {expected} (cache: {cache}; set HF_HOME to move it). "
+            f"weights {repo_id!r}: no such local directory, and not in the local Hugging Face cache "
+            f"(this engine never downloads). Expected them under {expected} "
+            f"(cache: {cache}; set HF_HOME to move it). "
             f"Download them on a connected machine with `huggingface-cli download {repo_id}` and copy "
             f"the cache, or pass weights=<local directory>. ({type(exc).__name__})") from None
     return path

@@ -155,6 +155,8 @@ class Segmenter:
         ``K = 3`` for multimask output, else 1. Logits are not clamped.
         """
         lm = self.model
+        if lm.model is None:
+            raise InvalidInputError("the model has been released")
         size = lm.image_size
         hw = self._image_hw
         tokens = [prompt_tokens(p, hw, size) for p in prompts]
