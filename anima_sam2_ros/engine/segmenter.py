@@ -31,6 +31,10 @@ from .types import ObjectResult, Prompt
 from .validation import validate_image, validate_prompt
 
 LOW_RES_CLAMP = 32.0
+# Bounds on transient device memory: prompts per decoder call, and float32 bytes of upsampled
+# logits alive at once (masks are thresholded chunk by chunk).
+MAX_DECODER_BATCH = 32
+UPSAMPLE_CHUNK_BYTES = 256 << 20
 
 
 def prompt_tokens(prompt: Prompt, src_hw: tuple, image_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,11 +172,13 @@ class Segmenter:
         out_iou: list[torch.Tensor | None] = [None] * num
         out_obj: list[torch.Tensor | None] = [None] * num
         with lm.autocast():
-            for count, idx in groups.items():
-                logits, iou, obj = self._decode_group(
-                    [tokens[i] for i in idx], [prompts[i].mask for i in idx], count, multimask_output)
-                for j, i in enumerate(idx):
-                    out_logits[i], out_iou[i], out_obj[i] = logits[j], iou[j], obj[j]
+            for count, members in groups.items():
+                for start in range(0, len(members), MAX_DECODER_BATCH):
+                    idx = members[start:start + MAX_DECODER_BATCH]
+                    logits, iou, obj = self._decode_group(
+                        [tokens[i] for i in idx], [prompts[i].mask for i in idx], count, multimask_output)
+                    for j, i in enumerate(idx):
+                        out_logits[i], out_iou[i], out_obj[i] = logits[j], iou[j], obj[j]
             logits = torch.stack(out_logits).float()
             iou = torch.stack(out_iou).float()
             obj = torch.stack(out_obj).float()
@@ -217,15 +223,18 @@ class Segmenter:
                  obj_logits: torch.Tensor, multimask_output: bool) -> list[ObjectResult]:
         self.last_low_res_logits = logits.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
         with torch.inference_mode():
-            masks = upsample_logits(logits, self._image_hw) > 0  # (P, K, H, W) bool on device
-            num = ious.shape[0]
+            num, num_k = ious.shape
+            height, width = self._image_hw
+            masks = torch.empty((num, num_k, height, width), dtype=torch.bool, device=logits.device)
+            step = max(1, UPSAMPLE_CHUNK_BYTES // (num_k * height * width * 4))
+            for start in range(0, num, step):
+                masks[start:start + step] = upsample_logits(logits[start:start + step], self._image_hw) > 0
             stats = _mask_stats(masks)  # (P, K, 5)
             # One host transfer for the numbers (ints are exact in float64), one for the masks.
             packed = torch.cat([
                 ious.double(), torch.sigmoid(obj_logits.double())[:, None], obj_logits.double()[:, None],
                 ious.argmax(dim=1).double()[:, None], stats.double().reshape(num, -1)], dim=1).cpu().numpy()
             masks_np = masks.cpu().numpy()
-        num_k = ious.shape[1]
         scalars_np = packed[:, : num_k + 2]
         best_np = packed[:, num_k + 2].astype(np.int64)
         stats_np = packed[:, num_k + 3:].reshape(len(prompts), num_k, 5).astype(np.int64)

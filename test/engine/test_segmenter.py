@@ -309,3 +309,17 @@ def test_bf16_autocast_runs(micro_dir, scene):
     assert lm.dtype == torch.bfloat16
     res = Segmenter(lm).segment_image(scene, [Prompt(box=BOXES[0])])
     assert res[0].mask.shape == HW and np.isfinite(res[0].score)
+
+
+def test_chunked_decoding_and_upsampling_give_the_same_results(seg, monkeypatch):
+    from anima_sam2_ros.engine import segmenter as module
+
+    prompts = _mixed_prompts() + [Prompt(object_id=20 + i, points=p, labels=lab)
+                                  for i, (p, lab) in enumerate(zip(POINTS, LABELS, strict=True))]
+    whole = seg.segment(prompts, multimask_output=True)
+    monkeypatch.setattr(module, "MAX_DECODER_BATCH", 2)
+    monkeypatch.setattr(module, "UPSAMPLE_CHUNK_BYTES", 1)
+    chunked = seg.segment(prompts, multimask_output=True)
+    for a, b in zip(whole, chunked, strict=True):
+        assert a.object_id == b.object_id and np.array_equal(a.mask, b.mask)
+        assert a.score == pytest.approx(b.score, abs=1e-5) and a.bbox == b.bbox
