@@ -2,7 +2,7 @@
 
 ``make demo`` runs ``python -m anima_sam2_ros.demo`` (inside a private network namespace)::
 
-    python -m anima_sam2_ros.demo [--out demo_output] [--frames 30] [--weights dummy|DIR]
+    python -m anima_sam2_ros.demo [--out demo_output] [--frames 20] [--weights dummy|DIR]
                                   [--model NAME] [--precision fp32] [--device auto]
                                   [--width 320] [--height 240] [--rate 5]
 
@@ -132,7 +132,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Command-line options of the demo."""
     p = argparse.ArgumentParser(prog="python -m anima_sam2_ros.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
-    p.add_argument("--frames", type=int, default=30, help="frames to track (default 30)")
+    p.add_argument("--frames", type=int, default=20, help="frames to track (default 20)")
     p.add_argument("--weights", default="dummy",
                    help="'dummy' (random weights, meaningless masks; default), a local weights directory / "
                         "INT8 artifact, or 'hf' for the model's Hugging Face id from the local cache")
