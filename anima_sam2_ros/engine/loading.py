@@ -262,8 +262,10 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
     Args:
         name: registry name (``sam2.1-hiera-{tiny,small,base-plus,large}``, optional ``-int8``
             suffix, or ``test-micro``).
-        weights: ``"dummy"``, ``None`` (registry default HF id), a local directory / safetensors
-            file, an HF id in the local cache, or an INT8 artifact directory.
+        weights: ``"dummy"``, ``None`` (the registry default HF id; for an ``-int8`` name its
+            artifact in ``quant.artifact.default_artifact_dir`` when exported there), a local
+            directory / safetensors file, an HF id in the local cache, or an INT8 artifact
+            directory.
         precision: ``fp32`` | ``bf16`` | ``fp16`` | ``int8`` (an ``-int8`` name implies int8).
         device: ``auto`` | ``cpu`` | ``cuda`` | ``cuda:N``.
         seed: initialisation seed for dummy weights.
@@ -282,10 +284,21 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
         precision = "int8"
     dev = _resolve_device(device)
 
+    artifact_hint = ""
+    if weights is None and int8_name:
+        # A named INT8 model is its artifact when one was exported to the default place
+        # (`anima-sam2 quantize` without --out); else the FP32 weights, quantized on load.
+        from anima_sam2_ros.quant.artifact import default_artifact_dir, is_int8_artifact
+
+        artifact_dir = default_artifact_dir(name)
+        if is_int8_artifact(artifact_dir):
+            weights = str(artifact_dir)
+        else:
+            artifact_hint = f" (and no INT8 artifact in {artifact_dir})"
     if weights is None:
         if spec.hf_id is None:
             raise ModelLoadError(
-                f"{spec.name!r} has no published weights; pass weights='dummy' or a directory")
+                f"{spec.name!r} has no published weights{artifact_hint}; pass weights='dummy' or a directory")
         weights = spec.hf_id
     if not isinstance(weights, (str, os.PathLike)):
         raise ModelLoadError(f"weights must be a string or path, got {type(weights).__name__}")
@@ -307,7 +320,10 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
             source = os.path.abspath(path)
         elif _HF_ID.match(weights) and not weights.startswith((".", "~")):
             source = weights
-            path = _resolve_hf_id(weights)
+            try:
+                path = _resolve_hf_id(weights)
+            except ModelLoadError as exc:
+                raise ModelLoadError(f"{exc}{artifact_hint}") from None
         else:
             raise ModelLoadError(f"weights {weights!r}: no such file or directory, and not an HF id")
 

@@ -245,6 +245,26 @@ def test_load_model_integration(tmp_path):
     assert torch.equal(_logits(fp.model)[0], _logits(lm.model)[0])
 
 
+def test_int8_name_resolves_to_default_artifact_dir(tmp_path, monkeypatch):
+    """`load_model("<name>-int8")` without weights loads the artifact exported to its default place."""
+    from anima_sam2_ros.engine.loading import load_model
+    from anima_sam2_ros.quant.artifact import default_artifact_dir
+
+    monkeypatch.setenv("ANIMA_SAM2_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError) as err:  # nothing exported yet: the error names the place
+        load_model("test-micro-int8", device="cpu")
+    assert str(tmp_path / "test-micro-int8") in str(err.value)
+
+    fp = load_model("test-micro", weights="dummy", device="cpu", seed=2)
+    quantize_model(fp)
+    target = default_artifact_dir("test-micro-int8")
+    assert target == tmp_path / "test-micro-int8"
+    export_int8_artifact(fp, target, source_info={"model": "test-micro", "is_dummy": True})
+    lm = load_model("test-micro-int8", device="cpu")
+    assert lm.precision == "int8" and lm.weights_source == str(target)
+    assert torch.equal(_logits(fp.model)[0], _logits(lm.model)[0])
+
+
 # -------------------------------------------------------------------------------- corruption
 @pytest.fixture
 def artifact_copy(exported, tmp_path):
