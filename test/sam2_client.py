@@ -325,5 +325,6 @@ class Sam2Client:
         self.stop_camera()
         self.executor.shutdown(timeout_sec=2.0)
         self._thread.join(5)
+        self.track.destroy()  # not destroyed with the node: its DDS entities would outlive close()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.ctx)

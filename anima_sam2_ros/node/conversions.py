@@ -132,8 +132,8 @@ def prompt_from_msg(msg: Any) -> Prompt:
     are checked for finiteness here; ranges against the image by the engine.
 
     Raises:
-        ConversionError: labels count != points count, a box without 4 values, NaN/inf values, a
-            bad mask image, or nothing given.
+        ConversionError: labels count != points count, a label other than 0/1, a box without 4
+            values, NaN/inf values, a bad mask image, or nothing given.
     """
     oid = int(msg.object_id)
     points = labels = box = mask = None
@@ -146,6 +146,10 @@ def prompt_from_msg(msg: Any) -> Prompt:
                 raise ConversionError(f"prompt (object {oid}): {len(msg.labels)} labels for "
                                       f"{len(msg.points)} points")
             labels = np.array(list(msg.labels), dtype=np.int64)
+            bad = labels[(labels != 0) & (labels != 1)]
+            if bad.size:
+                raise ConversionError(f"prompt (object {oid}): label {int(bad[0])} is not allowed: use 1 "
+                                      f"(foreground) or 0 (background)")
     elif len(msg.labels):
         raise ConversionError(f"prompt (object {oid}): {len(msg.labels)} labels but no points")
     if len(msg.box):

@@ -74,6 +74,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("camera_timeout", 5.0,
               "A track goal aborts with reason camera_timeout after this many seconds without a "
               "camera frame.", 0.1, 3600.0),
+    ParamSpec("client_lost_timeout", 10.0,
+              "A track goal ends with reason client_gone after the track action has had no client "
+              "(no feedback subscriber) for this many seconds; 0 = never.", 0.0, 3600.0),
     ParamSpec("segment_timeout", 30.0,
               "A segment call answers success false after waiting this long for the worker.", 0.1, 600.0),
     # --- outputs
@@ -117,6 +120,7 @@ class NodeParams:
     lost_after: int
     min_score: float
     camera_timeout: float
+    client_lost_timeout: float
     segment_timeout: float
     output_masks: bool
     output_mask_in_results: bool

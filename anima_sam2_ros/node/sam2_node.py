@@ -3,19 +3,28 @@
 Lifecycle (driven by ``~/change_state``, as ``ros2 lifecycle set`` or launch_ros do):
 
 * ``__init__`` declares the parameters (``params.PARAMS``) and nothing else.
+* ``__init__`` also creates the ``~/segment`` service and the ``~/track`` action server: they
+  exist for the node's whole life, so a call in any state gets an answer (``success: false`` /
+  goal rejected with the reason while unconfigured or inactive) instead of hanging.
 * ``on_configure`` loads the model (``load_model``: model, weights, precision, device), builds the
   ``Segmenter`` and the shared ``Tracker``, starts the inference worker thread, and creates the
-  lifecycle publishers, the ``~/segment`` service and the ``~/track`` action server. Any failure
-  is logged with its reason, everything built so far is released, and it returns FAILURE (the
-  node stays unconfigured; configuring again with good parameters works).
+  lifecycle publishers. Any failure (missing or corrupt weights...) is logged with its reason,
+  everything built so far is released, and it returns FAILURE (the node stays unconfigured;
+  configuring again with good parameters works).
 * ``on_activate`` subscribes to the camera (``Image``, optional ``CompressedImage``,
   ``CameraInfo`` republished on ``~/camera_info``) and starts the /diagnostics timer. While the
   node is not active, ``~/segment`` answers ``success: false`` with the reason and goals are
-  rejected: the service and the action exist from configure to cleanup so callers get an answer.
+  rejected.
 * ``on_deactivate`` aborts running goals (reason ``deactivated``), answers queued segment calls,
   and removes the camera subscriptions and the timer.
-* ``on_cleanup`` / ``on_shutdown`` / ``on_error`` stop the worker, destroy the service, the action
-  server and the publishers, and release the model and its GPU memory.
+* ``on_cleanup`` / ``on_shutdown`` / ``on_error`` stop the worker, destroy the publishers, and
+  release the model and its GPU memory.
+
+Goals whose client vanished: rclpy does not tell which client sent a goal, but every action
+client (rclpy, rclcpp, ``ros2 action``) subscribes to the action's feedback topic. When that topic
+has had no subscriber at all for ``client_lost_timeout`` seconds, running goals end with reason
+``client_gone`` (a killed client disappears from the graph once its DDS lease expires: ~20 s
+with Fast DDS defaults). Another live client of the same action keeps such goals running.
 
 Threads: a ``MultiThreadedExecutor`` (``max_goals + 4`` threads) with callback groups: lifecycle
 and parameter services in the node's default group; camera callbacks in a mutually exclusive
@@ -91,6 +100,17 @@ class Sam2Node(LifecycleNode):
         self._images_rejected = 0
         self._viz: Any = None
         self._viz_missing_logged = False
+        self._configured = False
+        from anima_sam2_ros.action import Track
+        from anima_sam2_ros.srv import Segment
+
+        self._segment_srv = self.create_service(Segment, "~/segment", self._on_segment,
+                                                callback_group=self._cb_segment)
+        self._action = ActionServer(
+            self, Track, "~/track", execute_callback=self._execute_track,
+            goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+            callback_group=self._cb_action, result_timeout=RESULT_TIMEOUT)
+        self._feedback_topic = f"{self.get_fully_qualified_name()}/track/_action/feedback"
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -176,15 +196,7 @@ class Sam2Node(LifecycleNode):
                                   mask_in_results=p.output_mask_in_results)
             self._worker = Worker(segmenter, tracker, config, self.get_logger(), self._publish_outputs)
             self._worker.start()
-            from anima_sam2_ros.action import Track
-            from anima_sam2_ros.srv import Segment
-
-            self._segment_srv = self.create_service(Segment, "~/segment", self._on_segment,
-                                                    callback_group=self._cb_segment)
-            self._action = ActionServer(
-                self, Track, "~/track", execute_callback=self._execute_track,
-                goal_callback=self._on_goal, cancel_callback=self._on_cancel,
-                callback_group=self._cb_action, result_timeout=RESULT_TIMEOUT)
+            self._configured = True
             log.info(f"configured: {self._model!r} in {time.monotonic() - t0:.1f} s")
             return TransitionCallbackReturn.SUCCESS
         except Exception as exc:  # noqa: BLE001 - an exception here would end in ERROR without a log
@@ -285,6 +297,15 @@ class Sam2Node(LifecycleNode):
             self._deactivate_entities()
         with contextlib.suppress(Exception):
             self._teardown()
+        self._wait_idle(DRAIN_TIMEOUT)  # execute callbacks still finishing use the action server
+        if self._action is not None:
+            with contextlib.suppress(Exception):
+                self._action.destroy()
+            self._action = None
+        if self._segment_srv is not None:
+            with contextlib.suppress(Exception):
+                self.destroy_service(self._segment_srv)
+            self._segment_srv = None
 
     # ------------------------------------------------------------------ entities
     def _camera_qos(self) -> QoSProfile:
@@ -332,18 +353,12 @@ class Sam2Node(LifecycleNode):
     def _teardown(self) -> None:
         """Undo configure (safe on a partial configure)."""
         self._active = False
+        self._configured = False
         if self._worker is not None:
             if not self._worker.stop(timeout=10.0):
                 self.get_logger().warning("the inference thread did not stop within 10 s")
             self._worker = None
         self._wait_idle(DRAIN_TIMEOUT)
-        if self._action is not None:
-            time.sleep(0.1)  # let result responses queued by finished goals go out
-            self._action.destroy()
-            self._action = None
-        if self._segment_srv is not None:
-            self.destroy_service(self._segment_srv)
-            self._segment_srv = None
         destroy_pub = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)
         for pub in self._pubs.values():
             destroy_pub(pub)
@@ -406,7 +421,11 @@ class Sam2Node(LifecycleNode):
         from .worker import Frame
 
         worker, p = self._worker, self._params
-        if not self._active or worker is None or p is None:
+        if not self._configured or worker is None or p is None:
+            response.message = ("the node is not configured: configure and activate it first "
+                                "(ros2 lifecycle set ... configure, then activate)")
+            return
+        if not self._active:
             response.message = "the node is not active: activate it first (ros2 lifecycle set ... activate)"
             return
         if not len(request.prompts):
@@ -452,7 +471,8 @@ class Sam2Node(LifecycleNode):
     def _on_goal(self, goal_request: Any) -> GoalResponse:
         worker = self._worker
         if not self._active or worker is None:
-            self.get_logger().warning("track goal rejected: the node is not active")
+            state = "active" if self._configured else "configured"
+            self.get_logger().warning(f"track goal rejected: the node is not {state}")
             return GoalResponse.REJECT
         goal, reason = worker.reserve_goal(goal_request.prompts, goal_request.max_frames,
                                            goal_request.min_score, goal_request.max_lost_frames,
@@ -488,19 +508,25 @@ class Sam2Node(LifecycleNode):
             result.frames_processed = int(goal.frames_processed)
             result.object_ids = [int(i) for i in goal.object_ids]
             result.reason = str(goal.end_reason)
-            if goal_handle.is_active:
-                if goal.succeeded:
-                    goal_handle.succeed()
-                elif goal.end_reason == "canceled" and goal_handle.is_cancel_requested:
-                    goal_handle.canceled()
-                else:
-                    goal_handle.abort()
+            try:
+                if goal_handle.is_active:
+                    if goal.succeeded:
+                        goal_handle.succeed()
+                    elif goal.end_reason == "canceled" and goal_handle.is_cancel_requested:
+                        goal_handle.canceled()
+                    else:
+                        goal_handle.abort()
+            except Exception as exc:  # noqa: BLE001 - RCLError while the process shuts down
+                self.get_logger().warning(f"track goal: cannot set the final state: {exc}")
             self.get_logger().info(f"track goal ended: {result.reason} after {result.frames_processed} "
                                    f"frame(s), objects {list(result.object_ids)}")
             return result
 
     def _run_goal(self, goal_handle: Any, goal: Any, worker: Any) -> None:
         timeout = float(self._params.camera_timeout) if self._params else 5.0
+        client_timeout = float(self._params.client_lost_timeout) if self._params else 0.0
+        clients_seen = time.monotonic()
+        next_check = 0.0
         while True:
             goal.wake.wait(0.1)
             goal.wake.clear()
@@ -515,10 +541,27 @@ class Sam2Node(LifecycleNode):
                 worker.end_goal(goal, "deactivated")
             else:
                 last = max(goal.started, worker.slot.last_put or 0.0)
-                if time.monotonic() - last > timeout:
+                now = time.monotonic()
+                if now - last > timeout:
                     self.get_logger().warning(f"track goal: no camera frame for {timeout:g} s: aborting "
                                               f"(camera_timeout)")
                     worker.end_goal(goal, "camera_timeout")
+                elif client_timeout > 0 and now >= next_check:
+                    next_check = now + 0.5
+                    if self._action_clients() > 0:
+                        clients_seen = now
+                    elif now - clients_seen > client_timeout:
+                        self.get_logger().warning(
+                            f"track goal: no action client on '{self._feedback_topic}' for "
+                            f"{client_timeout:g} s: ending the goal (client_gone)")
+                        worker.end_goal(goal, "client_gone")
+
+    def _action_clients(self) -> int:
+        """Subscribers of the track action's feedback topic (every action client has one)."""
+        try:
+            return int(self.count_subscribers(self._feedback_topic))
+        except Exception:  # noqa: BLE001 - graph query failed: assume the client is there
+            return 1
 
     @staticmethod
     def _send_feedback(goal_handle: Any, goal: Any) -> None:
@@ -597,6 +640,7 @@ class Sam2Node(LifecycleNode):
             "segment_calls": str(snap["segment_calls"]),
             "track_goals": str(snap["goals"]),
             "tracked_objects": str(snap["objects"]),
+            "tracker_objects": str(snap["tracker_objects"]),
             "errors": str(snap["errors"]),
             "gpu_memory_mb": f"{self._gpu_memory_mb():.1f}",
             "model": p.model,

@@ -33,6 +33,40 @@ from . import conversions
 
 # A goal reserved in the goal callback but never started is forgotten after this many seconds.
 RESERVATION_TTL = 30.0
+# Substrings of allocator failures: torch.cuda.OutOfMemoryError ("CUDA out of memory"), CPU
+# allocator ("DefaultCPUAllocator: can't allocate memory"), MPS and oneDNN variants.
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure (``MemoryError``, CUDA OOM, torch's CPU allocator)."""
+    if isinstance(exc, MemoryError):
+        return True
+    oom_type = None
+    try:
+        import torch
+
+        oom_type = getattr(torch.cuda, "OutOfMemoryError", None) or getattr(torch, "OutOfMemoryError", None)
+    except Exception:  # noqa: BLE001 - torch missing or broken: fall back to the message
+        pass
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in _OOM_MARKERS)
+
+
+def release_memory() -> None:
+    """After an allocation failure: collect garbage and empty the CUDA cache (if CUDA is in use)."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # noqa: BLE001 - best effort
+        pass
 
 
 @dataclass
@@ -126,6 +160,7 @@ class GoalState:
     end_reason: Optional[str] = None
     succeeded: bool = False
     wake: threading.Event = field(default_factory=threading.Event)
+    taken_over: List[int] = field(default_factory=list)  # ids another goal took over (re-prompted)
 
     @property
     def object_ids(self) -> List[int]:
@@ -164,6 +199,7 @@ class WorkerStats:
     last_inference_ms: float = 0.0
     track_times: Deque[float] = field(default_factory=lambda: collections.deque(maxlen=30))
     last_error: str = ""
+    tracker_objects: int = 0  # objects held by the tracker after the last step (worker thread)
 
 
 class Worker:
@@ -247,20 +283,25 @@ class Worker:
             now = time.monotonic()
             self._goals = [g for g in self._goals if g.claimed or now - g.reserved_at < RESERVATION_TTL]
             owners = {oid: g for g in self._goals for oid in g.object_ids}
-            for p in prompts:
-                if p.object_id and p.object_id in owners:
-                    return None, (f"object {p.object_id} is tracked by another running goal; cancel that "
-                                  f"goal first or use another id (0 = assign one)")
-            if len(self._goals) >= self.config.max_goals:
-                return None, f"{len(self._goals)} track goals are running (max_goals {self.config.max_goals})"
-            total = len(owners) + len(prompts)
-            if total > self.config.max_objects:
-                return None, (f"{len(prompts)} objects would make {total} tracked objects, more than "
-                              f"max_objects {self.config.max_objects} ({len(owners)} already tracked)")
-            try:
+            try:  # duplicate ids within the goal; id 0 -> a free id
                 prompts = conversions.assign_ids(prompts, taken=list(owners))
             except InvalidInputError as exc:
                 return None, str(exc)
+            takeover = []
+            for p in prompts:
+                owner = owners.get(p.object_id)
+                if owner is None:
+                    continue
+                if not owner.claimed:
+                    return None, (f"object {p.object_id} belongs to a goal that has not started yet; "
+                                  f"retry once it runs, or use another id (0 = assign one)")
+                takeover.append(p.object_id)  # re-prompt: ownership moves on the next frame
+            if len(self._goals) >= self.config.max_goals:
+                return None, f"{len(self._goals)} track goals are running (max_goals {self.config.max_goals})"
+            total = len(owners) + len(prompts) - len(takeover)
+            if total > self.config.max_objects:
+                return None, (f"{len(prompts)} objects would make {total} tracked objects, more than "
+                              f"max_objects {self.config.max_objects} ({len(owners)} already tracked)")
             goal = GoalState(request=request, prompts=prompts, max_frames=int(max_frames),
                              min_score=float(min_score), max_lost_frames=int(max_lost_frames))
             goal.unseen = {oid: 0 for oid in goal.object_ids}
@@ -290,7 +331,9 @@ class Worker:
             goal.succeeded = succeeded
             if goal in self._goals:
                 self._goals.remove(goal)
-            self._removals.extend(goal.object_ids)
+            # An id another live goal also holds (a pending takeover) stays in the tracker.
+            live = {oid for g in self._goals for oid in g.object_ids}
+            self._removals.extend(oid for oid in goal.object_ids if oid not in live)
             self.slot.consuming = any(g.claimed for g in self._goals)
             self._cond.notify_all()
         goal.wake.set()
@@ -310,9 +353,9 @@ class Worker:
             return len(self._goals)
 
     def tracked_objects(self) -> int:
-        """Number of objects owned by goals."""
+        """Number of distinct objects owned by goals."""
         with self._cond:
-            return sum(len(g.prompts) for g in self._goals)
+            return len({oid for g in self._goals for oid in g.object_ids})
 
     # ------------------------------------------------------------------ thread
     def _has_work(self) -> bool:
@@ -341,6 +384,9 @@ class Worker:
 
     def _report_error(self, what: str, exc: BaseException) -> str:
         text = f"{type(exc).__name__}: {exc}"
+        if is_out_of_memory(exc):
+            text = f"out of memory: {text}"
+            release_memory()
         with self._cond:
             self.stats.errors += 1
             self.stats.last_error = f"{what}: {text}"
@@ -386,26 +432,45 @@ class Worker:
                 self._report_error("publishing segment results", exc)
 
     def _drop_removed(self) -> None:
+        """Remove the objects of ended goals and any object no goal owns (worker thread)."""
         with self._cond:
             removals, self._removals = self._removals, []
+            owned = {oid for g in self._goals for oid in g.object_ids}
         known = set(self._tracker.object_ids)
-        for oid in removals:
+        for oid in set(removals) | (known - owned):
             if oid in known:
                 self._tracker.remove_object(oid)
                 known.discard(oid)
+        with self._cond:
+            self.stats.tracker_objects = len(known)
+
+    def _take_over(self, goal: GoalState) -> None:
+        """Move the ids ``goal`` prompts away from the other goals holding them (caller holds the lock).
+
+        A goal left with no object ends with reason ``taken_over``.
+        """
+        mine = set(goal.object_ids)
+        for other in list(self._goals):
+            if other is goal or other.end_reason is not None:
+                continue
+            moved = [oid for oid in other.object_ids if oid in mine]
+            if not moved:
+                continue
+            other.prompts = [p for p in other.prompts if int(p.object_id) not in mine]
+            for oid in moved:
+                other.unseen.pop(oid, None)
+            other.taken_over.extend(moved)
+            self._log.info(f"track: object(s) {moved} re-prompted by a new goal, which now owns them")
+            if not other.prompts:
+                self.end_goal(other, "taken_over")
 
     def _track(self) -> None:
         frame = self.slot.take()
-        # Removals and new goals are taken together: an id freed by an ended goal and reused by a
-        # new one is removed before it is added again.
+        # Removals before new goals: an id freed by an ended goal and reused by a new one is
+        # removed before it is added again.
+        self._drop_removed()
         with self._cond:
-            removals, self._removals = self._removals, []
             goals = [g for g in self._goals if g.claimed and g.end_reason is None]
-        known = set(self._tracker.object_ids)
-        for oid in removals:
-            if oid in known:
-                self._tracker.remove_object(oid)
-                known.discard(oid)
         if frame is None or not goals:
             return
         from anima_sam2_ros.engine.validation import validate_prompt
@@ -426,6 +491,14 @@ class Worker:
                 self.end_goal(goal, f"invalid prompt: {exc}")
                 continue
             new_goals.append(goal)
+        # A new goal prompting an id that another goal tracks takes it over (re-prompt); in goal
+        # order, so the latest prompt for an id wins.
+        with self._cond:
+            for goal in new_goals:
+                if goal.end_reason is None:
+                    self._take_over(goal)
+        new_goals = [g for g in new_goals if g.end_reason is None]
+        for goal in new_goals:
             prompts.extend(goal.prompts)
         goals = [g for g in goals if g.end_reason is None]
         if not goals:
@@ -443,6 +516,8 @@ class Worker:
             for goal in goals:
                 self.end_goal(goal, f"inference error: {text}")
             self._tracker.reset()
+            with self._cond:
+                self.stats.tracker_objects = 0
             return
         done = time.monotonic()
         infer_ms = (done - t0) * 1000.0
@@ -455,6 +530,8 @@ class Worker:
         frame_index = max(int(self._tracker.frame_index) - 1, 0)
         for goal in new_goals:
             goal.added = True
+        with self._cond:
+            self.stats.tracker_objects = len(by_id)
         self._feedback(goals, by_id, base, header, frame, frame_index, latency_ms)
         with self._cond:
             self.stats.frames_tracked += 1
@@ -522,7 +599,8 @@ class Worker:
                 "inference_ms": self.stats.last_inference_ms,
                 "fps": fps,
                 "goals": len(self._goals),
-                "objects": sum(len(g.prompts) for g in self._goals),
+                "objects": len({oid for g in self._goals for oid in g.object_ids}),
+                "tracker_objects": self.stats.tracker_objects,
                 "last_frame_age": (time.monotonic() - self.slot.last_put) if self.slot.last_put else -1.0,
                 "worker_alive": self._thread.is_alive(),
             }
