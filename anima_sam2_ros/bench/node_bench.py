@@ -25,6 +25,8 @@ tracking path camera -> masks). Run it in the built workspace, on loopback, in i
 
     scripts/ws.sh env scripts/netns.sh python -m anima_sam2_ros.bench.node_bench [--json]
 
+Every process uses the installed shared-memory Fast DDS profile (``--dds-profile auto``).
+
 (``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and a bench-only ``ROS_DOMAIN_ID`` are set here.)
 """
 
@@ -100,12 +102,12 @@ def _point_prompt(x: float, y: float, object_id: int = 0) -> Any:
     return p
 
 
-def installed_config() -> Optional[str]:
-    """The installed ``share/anima_sam2_ros/config/sam2.yaml``, or None (the node's defaults)."""
+def installed_config(name: str = "sam2.yaml") -> Optional[str]:
+    """An installed ``share/anima_sam2_ros/config/<name>``, or None (not installed)."""
     try:
         from ament_index_python.packages import get_package_share_directory
 
-        path = os.path.join(get_package_share_directory("anima_sam2_ros"), "config", "sam2.yaml")
+        path = os.path.join(get_package_share_directory("anima_sam2_ros"), "config", name)
         if os.path.isfile(path):
             return path
     except Exception:  # noqa: BLE001 - PackageNotFoundError, no ament index
@@ -518,7 +520,8 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
                    "resolutions": [f"{w}x{h}" for w, h in resolutions], "runs": runs, "warmup": warmup,
                    "threads": threads, "rate": rate, "seed": seed,
                    "rmw": os.environ.get("RMW_IMPLEMENTATION"), "domain_id": os.environ.get("ROS_DOMAIN_ID"),
-                   "discovery_range": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE")},
+                   "discovery_range": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"),
+                   "dds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")},
         "machine": machine_info(torch, device),
         "results": per_res,
         "goals": goals,
@@ -578,6 +581,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--domain-id", type=int, default=None,
                         help="ROS_DOMAIN_ID (default: a bench-only id from the process id)")
     parser.add_argument("--start-timeout", type=float, default=180.0, help="seconds for the node to come up")
+    parser.add_argument("--dds-profile", default="auto",
+                        help="FASTDDS_DEFAULT_PROFILES_FILE for every process: 'auto' = the installed "
+                             "config/fastdds_shm.xml (shared memory: best-effort 720p frames are lost over "
+                             "UDP loopback), 'none' = the environment's, or a path")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     parser.add_argument("--out", default=None, help="also write the JSON report to this file")
     parser.add_argument("--publisher", default=None, metavar="TOPIC", help=argparse.SUPPRESS)
@@ -603,8 +610,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     # Loopback only, in a domain of its own (1..39: apart from the tests' and the workspace's); set
     # before the contexts are created, children inherit it; restored afterwards.
-    keys = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_DOMAIN_ID")
+    keys = ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "ROS_DOMAIN_ID",
+            "FASTDDS_DEFAULT_PROFILES_FILE")
     saved = {k: os.environ.get(k) for k in keys}
+    profile = installed_config("fastdds_shm.xml") if args.dds_profile == "auto" else args.dds_profile
+    if profile and profile != "none":
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.pop("ROS_STATIC_PEERS", None)
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 39
