@@ -112,15 +112,16 @@ def test_concurrent_goals_share_frames_and_limits_are_enforced(env, camera):
     assert all([o.object_id for o in f.masks.objects] == [2, 3] for f in fb)
     # Objects of both goals are tracked on the same frames.
     assert {f.frame_index for f in fa} & {f.frame_index for f in fb}
-    # An id owned by another goal, and more than max_objects (4) in all: rejected with a reason.
-    dup, _ = client.send_goal([point_prompt(10, 10, object_id=2)])
+    # The same id twice in one goal, and more than max_objects (4) in all: rejected with a reason.
+    # (An id owned by another running goal is a re-prompt: test_reliability_faults.py.)
+    dup, _ = client.send_goal([point_prompt(10, 10, object_id=5), point_prompt(12, 10, object_id=5)])
     assert not dup.accepted
     many, _ = client.send_goal([point_prompt(10, 10), point_prompt(20, 20)])
     assert not many.accepted
     bad, _ = client.send_goal([point_prompt(math.nan, 10)])
     assert not bad.accepted
     log = node.log()
-    assert "tracked by another running goal" in log and "max_objects" in log and "NaN" in log
+    assert "more than one prompt" in log and "max_objects" in log and "NaN" in log
     # Segment calls are served while goals run.
     res = client.segment_call([point_prompt(50, 50)])
     assert res.success, res.message
