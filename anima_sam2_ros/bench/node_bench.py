@@ -196,6 +196,7 @@ def run_publisher(topic: str, width: int, height: int, rate: float, seed: int = 
     try:
         while not stop.is_set() and pub.get_subscription_count() == 0:
             stop.wait(0.02)
+        stop.wait(0.5)  # let discovery finish on the subscriber's side too (else frame 0 is lost)
         next_t = time.monotonic()
         while not stop.is_set():
             msg = msgs[sent % len(msgs)]
@@ -446,7 +447,7 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
             cam = _Child(["-m", "anima_sam2_ros.bench.node_bench", "--publisher", topic, "--resolution", key,
                           "--rate", f"{cam_rate:.4f}", "--seed", str(seed)], env, "camera")
             try:
-                deadline = time.monotonic() + 60.0
+                deadline = time.monotonic() + 60.0 + 2.0 / cam_rate
                 while True:  # until the node holds a camera frame
                     res, _ = client.segment_call([prompt], timeout=timeout)
                     if res.success:
