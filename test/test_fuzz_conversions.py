@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ros_helpers import require_workspace
@@ -135,6 +135,8 @@ _ARRAYS = st.one_of(
 @given(points=_ARRAYS, labels=_ARRAYS, box=_ARRAYS, mask=_ARRAYS,
        oid=st.one_of(st.integers(-3, 2**40), st.just(True), st.floats()),
        hw=st.tuples(st.integers(1, 8), st.integers(1, 8)))
+# Found by this test in CI: a ragged nested list as mask made np.asarray raise ValueError.
+@example(points=None, labels=None, box=None, mask=[[], [0.0]], oid=0, hw=(1, 1))
 @FUZZ
 def test_validate_prompt_with_arbitrary_values(points, labels, box, mask, oid, hw):
     from anima_sam2_ros.engine.errors import InvalidInputError

@@ -121,7 +121,10 @@ def validate_prompt(prompt: Prompt, image_hw: tuple) -> Prompt:
         box = np.clip(raw, [0, 0, 0, 0], [width, height, width, height]).astype(np.float32)
 
     if prompt.mask is not None:
-        m = np.asarray(prompt.mask)
+        try:
+            m = np.asarray(prompt.mask)
+        except (TypeError, ValueError):  # ragged nested sequences
+            raise InvalidInputError("mask must be a 2-D array of the image's size") from None
         if m.shape != (height, width):
             raise InvalidInputError(f"mask shape {m.shape} differs from the image size ({height}, {width})")
         if m.dtype != np.bool_:
