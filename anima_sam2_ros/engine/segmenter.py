@@ -19,6 +19,7 @@ Behaviour follows Meta's ``SAM2ImagePredictor``:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -75,14 +76,27 @@ def _mask_stats(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([area, x_min, y_min, x_max, y_max], dim=-1).to(torch.int64)
 
 
+def _finite_threshold(value: float) -> float:
+    """A mask-logit threshold: any finite float."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidInputError(f"mask_threshold must be finite, got {value}")
+    return value
+
+
 class Segmenter:
     """Image segmenter: ``set_image`` once, then ``segment`` any number of prompt batches."""
 
-    def __init__(self, model: LoadedModel) -> None:
-        """Wrap a ``LoadedModel`` (see ``load_model``)."""
+    def __init__(self, model: LoadedModel, mask_threshold: float = 0.0) -> None:
+        """Wrap a ``LoadedModel`` (see ``load_model``).
+
+        ``mask_threshold`` is the mask-logit threshold of the returned masks (0 = SAM's own;
+        higher gives tighter masks, lower looser ones).
+        """
         if not isinstance(model, LoadedModel):
             raise TypeError(f"Segmenter needs a LoadedModel, got {type(model).__name__}")
         self.model = model
+        self.mask_threshold = _finite_threshold(mask_threshold)
         self._features: list[torch.Tensor] | None = None  # [s0, s1, embeddings], each (1, C, h, w)
         self._image_pe: torch.Tensor | None = None
         self._image_hw: tuple[int, int] | None = None
@@ -228,7 +242,8 @@ class Segmenter:
             masks = torch.empty((num, num_k, height, width), dtype=torch.bool, device=logits.device)
             step = max(1, UPSAMPLE_CHUNK_BYTES // (num_k * height * width * 4))
             for start in range(0, num, step):
-                masks[start:start + step] = upsample_logits(logits[start:start + step], self._image_hw) > 0
+                chunk = upsample_logits(logits[start:start + step], self._image_hw)
+                masks[start:start + step] = chunk > self.mask_threshold
             stats = _mask_stats(masks)  # (P, K, 5)
             # One host transfer for the numbers (ints are exact in float64), one for the masks.
             packed = torch.cat([

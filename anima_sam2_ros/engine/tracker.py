@@ -138,7 +138,8 @@ class Tracker:
     """Streaming multi-object tracker on a loaded SAM 2.1 video model (see module docstring)."""
 
     def __init__(self, model: Any, num_maskmem: int = 7, max_conditioning_frames: int = 2,
-                 lost_after: int = 10, max_object_pointers: int = 16, *, semantics: str = "sam2") -> None:
+                 lost_after: int = 10, max_object_pointers: int = 16, *, semantics: str = "sam2",
+                 mask_threshold: float = 0.0) -> None:
         """Wrap a ``LoadedModel`` (``model``, ``device``, ``dtype``, ``image_size``, ``autocast()``).
 
         Args:
@@ -150,6 +151,8 @@ class Tracker:
                 - 1`` predecessors plus the conditioning frames); 16 in SAM 2.1.
             semantics: ``"sam2"`` (Meta's video predictor) or ``"transformers"`` (transformers'
                 streaming session, bit for bit; for equivalence tests).
+            mask_threshold: mask-logit threshold of the returned masks (0 = SAM's own). The
+                memory is encoded from the logits as in SAM 2, whatever the threshold.
 
         Raises:
             InvalidInputError: a parameter out of range.
@@ -158,6 +161,9 @@ class Tracker:
         net = getattr(model, "model", None)
         if net is None:
             raise InvalidInputError("Tracker needs a loaded model (LoadedModel with a network)")
+        self.mask_threshold = float(mask_threshold)
+        if not math.isfinite(self.mask_threshold):
+            raise InvalidInputError(f"mask_threshold must be finite, got {mask_threshold!r}")
         cfg = net.config
         params = {"num_maskmem": num_maskmem, "max_conditioning_frames": max_conditioning_frames,
                   "lost_after": lost_after, "max_object_pointers": max_object_pointers}
@@ -628,7 +634,7 @@ class Tracker:
     def _pack(self, low: torch.Tensor, iou: torch.Tensor, logit: torch.Tensor, hw) -> torch.Tensor:
         """Source-size masks and per-object stats (score, logit, area, bbox) in one uint8 buffer."""
         height, width = int(hw[0]), int(hw[1])
-        masks = upsample_logits(low[:, 0], (height, width)) > 0  # (N, H, W) bool
+        masks = upsample_logits(low[:, 0], (height, width)) > self.mask_threshold  # (N, H, W) bool
         area = masks.sum(dim=(1, 2))
         rows = masks.any(dim=2)
         cols = masks.any(dim=1)

@@ -68,6 +68,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "Prompted (conditioning) frames kept per object: the first and the most recent.", 1, 16),
     ParamSpec("lost_after", 10,
               "Consecutive frames without the object after which it is reported lost.", 1, 10000),
+    ParamSpec("mask_threshold", 0.0,
+              "Mask-logit threshold of published masks (0 = SAM's own; higher = tighter masks).",
+              -32.0, 32.0),
     ParamSpec("min_score", 0.0,
               "Objects whose predicted IoU is below this are reported not visible (0 = off); a track "
               "goal's min_score applies when larger.", 0.0, 1.0),
@@ -118,6 +121,7 @@ class NodeParams:
     memory_frames: int
     max_conditioning_frames: int
     lost_after: int
+    mask_threshold: float
     min_score: float
     camera_timeout: float
     client_lost_timeout: float

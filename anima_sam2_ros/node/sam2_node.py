@@ -170,10 +170,10 @@ class Sam2Node(LifecycleNode):
             try:
                 self._model = load_model(p.model, weights=p.weights or None, precision=p.precision,
                                          device=p.device, seed=p.seed)
-                segmenter = Segmenter(self._model)
+                segmenter = Segmenter(self._model, mask_threshold=p.mask_threshold)
                 tracker = Tracker(self._model, num_maskmem=p.memory_frames,
                                   max_conditioning_frames=p.max_conditioning_frames,
-                                  lost_after=p.lost_after)
+                                  lost_after=p.lost_after, mask_threshold=p.mask_threshold)
             except (ModelLoadError, InvalidInputError) as exc:
                 log.error(f"configure failed: cannot load model {p.model!r}: {exc}")
                 self._teardown()

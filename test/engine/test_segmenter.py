@@ -323,3 +323,22 @@ def test_chunked_decoding_and_upsampling_give_the_same_results(seg, monkeypatch)
     for a, b in zip(whole, chunked, strict=True):
         assert a.object_id == b.object_id and np.array_equal(a.mask, b.mask)
         assert a.score == pytest.approx(b.score, abs=1e-5) and a.bbox == b.bbox
+
+
+def test_mask_threshold_binarises_the_upsampled_logits(micro_model, scene):
+    """Masks are upsample(logits) > mask_threshold; a higher threshold never grows a mask."""
+    from anima_sam2_ros.engine.preprocess import upsample_logits
+
+    prompt = Prompt(points=np.array([[60.0, 45.0]]), labels=np.array([1]))
+    areas = []
+    for threshold in (-2.0, 0.0, 2.0):
+        seg = Segmenter(micro_model, mask_threshold=threshold)
+        seg.set_image(scene)
+        (res,) = seg.segment([prompt])
+        logits = upsample_logits(seg.last_low_res_logits[:1, :1].float(), HW)[0, 0]
+        assert np.array_equal(res.mask, (logits > threshold).numpy())
+        areas.append(res.area)
+    assert areas[0] >= areas[1] >= areas[2]
+    assert areas[0] > areas[2], "thresholds of -2 and +2 gave the same masks: logits too flat"
+    with pytest.raises(InvalidInputError):
+        Segmenter(micro_model, mask_threshold=float("nan"))

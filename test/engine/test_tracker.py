@@ -481,3 +481,19 @@ def test_constructor_validation(micro_model):
         Tracker(micro_model, max_conditioning_frames=0)
     with pytest.raises(InvalidInputError):
         Tracker(micro_model, semantics="other")
+
+
+def test_mask_threshold_changes_outputs_not_memory(micro_model):
+    """The threshold applies to returned masks only: logits (memory path) stay the same."""
+    runs = {}
+    for threshold in (0.0, 3.0):
+        trk = Tracker(micro_model, mask_threshold=threshold)
+        runs[threshold] = [trk.step(frame(i), [pt(1, square_center(0))] if i == 0 else None)[0]
+                           for i in range(3)] + [trk.last_low_res_logits.clone()]
+    base, tight = runs[0.0], runs[3.0]
+    torch.testing.assert_close(base[-1], tight[-1], rtol=0, atol=0)
+    for a, b in zip(base[:-1], tight[:-1], strict=True):
+        assert b.area <= a.area and not (b.mask & ~a.mask).any()
+    assert sum(a.area for a in base[:-1]) > sum(b.area for b in tight[:-1])
+    with pytest.raises(InvalidInputError):
+        Tracker(micro_model, mask_threshold=float("inf"))
