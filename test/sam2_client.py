@@ -9,13 +9,14 @@ track clients, a camera publisher and recorders for the output topics.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -328,3 +329,26 @@ class Sam2Client:
         self.track.destroy()  # not destroyed with the node: its DDS entities would outlive close()
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.ctx)
+
+
+@contextlib.contextmanager
+def running_node(tmp_dir: pathlib.Path, name: str, overrides: Optional[Dict[str, Any]] = None,
+                 autostart: bool = True, log_tail: int = 4000) -> Iterator[Tuple[Sam2Client, NodeProcess]]:
+    """A node child process and a client for a test module; the node must exit cleanly.
+
+    With ``autostart`` the client waits until the node is active; without it, until its
+    lifecycle services answer. The tail of the node's log is printed on the way out.
+    """
+    node = start_node(tmp_dir, name, autostart=autostart, overrides=overrides)
+    client = Sam2Client(name)
+    try:
+        if autostart:
+            client.wait_active()
+        else:
+            assert client.get_state.wait_for_service(timeout_sec=60.0), "node did not come up"
+        yield client, node
+    finally:
+        client.close()
+        code = node.stop()
+        print(node.log()[-log_tail:])
+        assert code in (0, -2, 130), f"node exited with {code}"

@@ -19,19 +19,11 @@ NAME = "sam2_seg_test"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     require_workspace()
-    from sam2_client import Sam2Client, start_node
+    from sam2_client import running_node
 
-    node = start_node(tmp_path_factory.mktemp("seg"), NAME,
-                      overrides={"topics.compressed_image": "image/compressed"})
-    client = Sam2Client(NAME)
-    try:
-        client.wait_active()
-        yield client, node
-    finally:
-        client.close()
-        code = node.stop()
-        print(node.log()[-4000:])
-        assert code in (0, -2, 130), f"node exited with {code}"
+    with running_node(tmp_path_factory.mktemp("seg"), NAME,
+                      overrides={"topics.compressed_image": "image/compressed"}) as env:
+        yield env
 
 
 def _mask_array(obj):

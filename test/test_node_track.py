@@ -18,19 +18,11 @@ NAME = "sam2_track_test"
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     require_workspace()
-    from sam2_client import Sam2Client, start_node
+    from sam2_client import running_node
 
-    node = start_node(tmp_path_factory.mktemp("track"), NAME,
-                      overrides={"max_objects": 4, "camera_timeout": 2.0})
-    client = Sam2Client(NAME)
-    try:
-        client.wait_active()
-        yield client, node
-    finally:
-        client.close()
-        code = node.stop()
-        print(node.log()[-6000:])
-        assert code in (0, -2, 130), f"node exited with {code}"
+    with running_node(tmp_path_factory.mktemp("track"), NAME,
+                      overrides={"max_objects": 4, "camera_timeout": 2.0}, log_tail=6000) as env:
+        yield env
 
 
 @pytest.fixture

@@ -24,19 +24,11 @@ MAX_SIDE = 256
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     require_workspace()
-    from sam2_client import Sam2Client, start_node
+    from sam2_client import running_node
 
-    node = start_node(tmp_path_factory.mktemp("inputs"), NAME,
-                      overrides={"max_image_side": MAX_SIDE, "max_objects": 4, "camera_timeout": 3.0})
-    client = Sam2Client(NAME)
-    try:
-        client.wait_active()
-        yield client, node
-    finally:
-        client.close()
-        code = node.stop()
-        print(node.log()[-4000:])
-        assert code in (0, -2, 130), f"node exited with {code}"
+    overrides = {"max_image_side": MAX_SIDE, "max_objects": 4, "camera_timeout": 3.0}
+    with running_node(tmp_path_factory.mktemp("inputs"), NAME, overrides=overrides) as env:
+        yield env
 
 
 def _img(width=64, height=48, encoding="rgb8", step=None, data_len=None):

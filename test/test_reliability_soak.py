@@ -22,18 +22,11 @@ CYCLE_RSS_GROWTH_KIB = 12 * 1024  # between cycle 10 and cycle 20
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     require_workspace()
-    from sam2_client import Sam2Client, start_node
+    from sam2_client import running_node
 
-    node = start_node(tmp_path_factory.mktemp("soak"), NAME, overrides={"camera_timeout": 30.0})
-    client = Sam2Client(NAME)
-    try:
-        client.wait_active()
-        yield client, node
-    finally:
-        client.close()
-        code = node.stop()
-        print(node.log()[-3000:])
-        assert code in (0, -2, 130), f"node exited with {code}"
+    with running_node(tmp_path_factory.mktemp("soak"), NAME, overrides={"camera_timeout": 30.0},
+                      log_tail=3000) as env:
+        yield env
 
 
 def test_tracking_soak_memory_and_threads_flat(env):
