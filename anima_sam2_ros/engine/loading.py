@@ -364,6 +364,10 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
             _quantize_int8(model)
     for param in model.parameters():
         param.requires_grad_(False)
+    if precision == "int8" and dev.type == "cpu":
+        # Measured (anima-sam2 bench, hiera-small 1024x1024, 2 cores): encoder 6.6x slower than fp32.
+        LOG.warning("precision int8 on the CPU is several times SLOWER than fp32 (torchao has no fast "
+                    "CPU int8 kernels here); it saves memory only. Use precision fp32 on a CPU.")
     return LoadedModel(model, name=spec.name + ("-int8" if precision == "int8" else ""), device=dev,
                        precision=precision, image_size=spec.image_size, weights_source=source,
                        is_dummy=is_dummy)
