@@ -251,7 +251,10 @@ def _quantize_int8(model: Any) -> None:
             quantize_,
         )
     except ImportError as exc:
-        raise ModelLoadError(f"precision 'int8' needs torchao: {exc}") from None
+        raise ModelLoadError(
+            f"precision 'int8' from FP32 weights needs torchao ({exc}); install torchao, or load an "
+            f"INT8 artifact made by `anima-sam2 quantize` (no torchao needed), or use precision fp16"
+        ) from None
     quantize_(model, Int8DynamicActivationInt8WeightConfig())
 
 
