@@ -11,19 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torchao  # noqa: F401  (pinned: the quantize path must be tested, never skipped)
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("torchao")
-
-from anima_sam2_ros.engine.errors import ModelLoadError  # noqa: E402
-from anima_sam2_ros.quant import artifact as art  # noqa: E402
-from anima_sam2_ros.quant.artifact import (  # noqa: E402
+from anima_sam2_ros.engine.errors import ModelLoadError
+from anima_sam2_ros.quant import artifact as art
+from anima_sam2_ros.quant.artifact import (
     default_artifact_dir,
     export_int8_artifact,
     load_int8_artifact,
 )
-from anima_sam2_ros.quant.quantize import quantize_model  # noqa: E402
+from anima_sam2_ros.quant.quantize import quantize_model
 
 REPO = Path(__file__).resolve().parents[2]
 
