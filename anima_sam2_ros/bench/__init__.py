@@ -207,6 +207,18 @@ class MovingScene:
 # ----------------------------------------------------------------------------------------------
 # output
 # ----------------------------------------------------------------------------------------------
+def add_model_arguments(parser: Any, model: str, device: str) -> None:
+    """The model options every bench takes (``--model --weights --precision --device``)."""
+    parser.add_argument("--model", default=model,
+                        help=f"registry name (sam2.1-hiera-{{tiny,small,base-plus,large}}[-int8], "
+                             f"test-micro; default {model})")
+    parser.add_argument("--weights", default="dummy",
+                        help="'dummy' (default, seeded random), a local directory, an INT8 artifact or an "
+                             "HF id in the local cache")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"))
+    parser.add_argument("--device", default=device, help=f"auto | cpu | cuda | cuda:N (default {device})")
+
+
 def parse_resolution(text: str) -> Tuple[int, int]:
     """``"640x480"`` -> ``(640, 480)`` (width, height); a single number means a square."""
     parts = str(text).lower().replace("×", "x").split("x")

@@ -37,6 +37,7 @@ import numpy as np
 from . import (
     SCHEMA_VERSION,
     MovingScene,
+    add_model_arguments,
     format_goals,
     format_table,
     goal,
@@ -274,13 +275,7 @@ def format_report(report: Dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 def add_bench_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the engine bench options to ``parser``."""
-    parser.add_argument("--model", default="sam2.1-hiera-small",
-                        help="registry name (sam2.1-hiera-{tiny,small,base-plus,large}[-int8], test-micro)")
-    parser.add_argument("--weights", default="dummy",
-                        help="'dummy' (default, random), a local directory, an INT8 artifact or an HF id "
-                             "in the local cache")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"))
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_model_arguments(parser, model="sam2.1-hiera-small", device="auto")
     parser.add_argument("--resolution", default=None,
                         help="camera frame WIDTHxHEIGHT (default: the model's square input size)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per measurement")

@@ -49,6 +49,7 @@ import numpy as np
 from . import (
     SCHEMA_VERSION,
     MovingScene,
+    add_model_arguments,
     format_goals,
     format_table,
     goal,
@@ -569,10 +570,7 @@ def format_report(report: Dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The node bench options."""
-    parser.add_argument("--model", default="test-micro", help="registry name (default test-micro)")
-    parser.add_argument("--weights", default="dummy", help="weights (default dummy)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"))
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    add_model_arguments(parser, model="test-micro", device="cpu")
     parser.add_argument("--resolutions", default=DEFAULT_RESOLUTIONS, help="comma-separated WIDTHxHEIGHT")
     parser.add_argument("--runs", type=int, default=20, help="timed calls / tracked frames per resolution")
     parser.add_argument("--warmup", type=int, default=3, help="untimed calls / frames first")

@@ -37,6 +37,7 @@ import numpy as np
 from . import (
     SCHEMA_VERSION,
     MovingScene,
+    add_model_arguments,
     format_goals,
     format_table,
     goal,
@@ -282,10 +283,7 @@ def format_report(report: Dict[str, Any]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The stream bench options."""
-    parser.add_argument("--model", default="test-micro", help="registry name (default test-micro)")
-    parser.add_argument("--weights", default="dummy", help="weights (default dummy, seeded)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"))
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    add_model_arguments(parser, model="test-micro", device="cpu")
     parser.add_argument("--resolution", default="320x240", help="camera frame WIDTHxHEIGHT")
     parser.add_argument("--frames", type=int, default=1000, help="frames to track")
     parser.add_argument("--checkpoints", default="50,500,1000", help="frames where time and memory are read")
