@@ -20,7 +20,7 @@ import platform
 import resource
 import statistics
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -276,6 +276,17 @@ def write_report(report: Dict[str, Any], out: Optional[str]) -> None:
     os.makedirs(parent, exist_ok=True)
     with open(out, "w", encoding="utf-8") as fh:
         fh.write(to_json(report) + "\n")
+
+
+def emit_report(report: Dict[str, Any], args: Any, format_report: Callable[[Dict[str, Any]], str]) -> int:
+    """Finish a bench: record argv, write ``args.out``, print the table (unless ``--json``) and the JSON."""
+    report["argv"] = list(sys.argv)
+    write_report(report, args.out)
+    if not args.json:
+        print(format_report(report))
+        print()
+    print(to_json(report))
+    return 0
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -38,6 +38,7 @@ from . import (
     SCHEMA_VERSION,
     MovingScene,
     add_model_arguments,
+    emit_report,
     format_goals,
     format_table,
     goal,
@@ -48,8 +49,6 @@ from . import (
     ratio,
     rss_mb,
     summarize,
-    to_json,
-    write_report,
 )
 
 LOG = logging.getLogger("anima_sam2_ros.bench")
@@ -328,13 +327,7 @@ def run_bench(args: argparse.Namespace) -> int:
     except EngineError as exc:
         print(f"anima-sam2 bench: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    report["argv"] = list(sys.argv)
-    write_report(report, args.out)
-    if not args.json:
-        print(format_report(report))
-        print()
-    print(to_json(report))
-    return 0
+    return emit_report(report, args, format_report)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

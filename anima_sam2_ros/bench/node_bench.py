@@ -50,6 +50,7 @@ from . import (
     SCHEMA_VERSION,
     MovingScene,
     add_model_arguments,
+    emit_report,
     format_goals,
     format_table,
     goal,
@@ -57,8 +58,6 @@ from . import (
     parse_resolution,
     ratio,
     summarize,
-    to_json,
-    write_report,
 )
 
 OVERHEAD_LIMIT = 0.15
@@ -635,13 +634,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    report["argv"] = list(sys.argv)
-    write_report(report, args.out)
-    if not args.json:
-        print(format_report(report))
-        print()
-    print(to_json(report))
-    return 0
+    return emit_report(report, args, format_report)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from . import (
     SCHEMA_VERSION,
     MovingScene,
     add_model_arguments,
+    emit_report,
     format_goals,
     format_table,
     goal,
@@ -46,7 +47,6 @@ from . import (
     parse_resolution,
     ratio,
     rss_mb,
-    to_json,
     write_report,
 )
 
@@ -334,13 +334,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "window": args.window, "objects": args.objects, "threads": args.threads, "seed": args.seed}
     report = build_report(results, config)
     report["machine"] = machine_info(torch, args.device)
-    report["argv"] = list(sys.argv)
-    write_report(report, args.out)
-    if not args.json:
-        print(format_report(report))
-        print()
-    print(to_json(report))
-    return 0
+    return emit_report(report, args, format_report)
 
 
 if __name__ == "__main__":
