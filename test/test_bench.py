@@ -110,8 +110,9 @@ def test_engine_bench_cli_json_without_rclpy(tmp_path):
     assert cfg["resolution"] == [64, 48] and cfg["objects"] == [1, 2] and cfg["batch"] == 3
     assert cfg["dummy_weights"] is True and cfg["compile"] is False
     _positive(report["load_s"], "load_s")
-    expected = {"encoder", "decoder_1", "decoder_3_batched", "decoder_3_sequential", "segment_1",
-                "segment_3_batched", "track_1", "track_2"}
+    assert cfg["decoder_batch"] == 2  # the CPU default chunk, below the batch of 3
+    expected = {"encoder", "decoder_1", "decoder_3_batched", "decoder_3_sequential", "decoder_3_one_forward",
+                "segment_1", "segment_3_batched", "track_1", "track_2"}
     assert set(report["timings_ms"]) == expected
     for name, s in report["timings_ms"].items():
         _check_summary(s, name, runs=2)

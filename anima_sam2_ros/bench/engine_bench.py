@@ -8,7 +8,9 @@ untimed calls, ``--runs`` timed calls of:
 * ``decoder_1`` / ``decoder_8_batched`` / ``decoder_8_sequential``: the prompt encoder + mask
   decoder (``Segmenter.predict_logits``) for 1 point prompt, 8 prompts in one call, and 8 calls of
   one prompt; ``segment_1`` / ``segment_8_batched`` add what a caller of ``Segmenter.segment``
-  also pays (source-size masks, host copies, results);
+  also pays (source-size masks, host copies, results). One call runs the decoder on chunks of
+  ``Segmenter.decoder_batch`` prompts (2 on a CPU); where that is below 8, ``decoder_8_one_forward``
+  also times all 8 in a single decoder forward;
 * ``track_N``: one ``Tracker.step`` (encoder + memory attention + decoder + memory encoder for
   every object, source-size masks) with N objects, prompted on frame 0, measured once the memory
   bank is full (``--track-fill`` propagated frames first, default 7 = the memory slots);
@@ -180,6 +182,12 @@ def run_engine_bench(model: str = "sam2.1-hiera-small", weights: Optional[str] =
             seg.predict_logits([p])
 
     timings[f"decoder_{batch}_sequential"] = time_calls(sequential, runs, warmup, sync)
+    default_chunk = seg.decoder_batch
+    if default_chunk < batch:
+        seg.decoder_batch = batch
+        timings[f"decoder_{batch}_one_forward"] = time_calls(
+            lambda: seg.predict_logits(many), runs, warmup, sync)
+        seg.decoder_batch = default_chunk
     timings["segment_1"] = time_calls(lambda: seg.segment(one), runs, warmup, sync)
     timings[f"segment_{batch}_batched"] = time_calls(lambda: seg.segment(many), runs, warmup, sync)
 
@@ -218,6 +226,9 @@ def run_engine_bench(model: str = "sam2.1-hiera-small", weights: Optional[str] =
         f"decoder_{batch}_batched_over_1": ratio(db, d1),
         f"decoder_{batch}_sequential_over_batched": ratio(ds, db),
     }
+    if f"decoder_{batch}_one_forward" in timings:
+        one_forward = timings[f"decoder_{batch}_one_forward"]["median"]
+        derived[f"decoder_{batch}_one_forward_over_1"] = ratio(one_forward, d1)
     for n in objects:
         derived[f"track_{n}_per_object_ms"] = ratio(timings[f"track_{n}"]["median"], float(n))
     goals = [goal(f"decoder: {batch} prompts batched / 1 prompt", derived[f"decoder_{batch}_batched_over_1"],
@@ -231,6 +242,7 @@ def run_engine_bench(model: str = "sam2.1-hiera-small", weights: Optional[str] =
             "resolution": [width, height],
             "runs": runs, "warmup": warmup, "track_runs": track_runs, "track_warmup": track_warmup,
             "track_fill": int(track_fill), "objects": [int(n) for n in objects], "batch": int(batch),
+            "decoder_batch": default_chunk,
             "compile": bool(use_compile), "compile_mode": compile_mode if use_compile else None,
             "compiled_modules": compiled, "threads": torch.get_num_threads(), "seed": seed,
         },

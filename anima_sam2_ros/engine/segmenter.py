@@ -35,6 +35,12 @@ LOW_RES_CLAMP = 32.0
 # Bounds on transient device memory: prompts per decoder call, and float32 bytes of upsampled
 # logits alive at once (masks are thresholded chunk by chunk).
 MAX_DECODER_BATCH = 32
+# Prompts per decoder call on a CPU. Every prompt carries its own copy of the 64x64x256 image
+# embedding through the two-way transformer, so the CPU decoder is bound by compute and memory
+# bandwidth, not by per-call latency: 8 prompts in one call took 1.0 s against 0.66 s in calls of
+# two (hiera-small, 2 threads; `bench/engine_bench.py`). A GPU is latency-bound at these sizes
+# and gains from the whole batch.
+CPU_DECODER_BATCH = 2
 UPSAMPLE_CHUNK_BYTES = 256 << 20
 
 
@@ -87,16 +93,25 @@ def _finite_threshold(value: float) -> float:
 class Segmenter:
     """Image segmenter: ``set_image`` once, then ``segment`` any number of prompt batches."""
 
-    def __init__(self, model: LoadedModel, mask_threshold: float = 0.0) -> None:
+    def __init__(self, model: LoadedModel, mask_threshold: float = 0.0,
+                 decoder_batch: int | None = None) -> None:
         """Wrap a ``LoadedModel`` (see ``load_model``).
 
         ``mask_threshold`` is the mask-logit threshold of the returned masks (0 = SAM's own;
-        higher gives tighter masks, lower looser ones).
+        higher gives tighter masks, lower looser ones). ``decoder_batch``: prompts per mask-decoder
+        call (default: ``CPU_DECODER_BATCH`` on a CPU, ``MAX_DECODER_BATCH`` on a GPU); results
+        do not depend on it.
         """
         if not isinstance(model, LoadedModel):
             raise TypeError(f"Segmenter needs a LoadedModel, got {type(model).__name__}")
         self.model = model
         self.mask_threshold = _finite_threshold(mask_threshold)
+        if decoder_batch is None:
+            on_cpu = torch.device(model.device).type == "cpu"
+            decoder_batch = CPU_DECODER_BATCH if on_cpu else MAX_DECODER_BATCH
+        if isinstance(decoder_batch, bool) or not isinstance(decoder_batch, int) or decoder_batch < 1:
+            raise InvalidInputError(f"decoder_batch must be a positive integer, got {decoder_batch!r}")
+        self.decoder_batch = decoder_batch
         self._features: list[torch.Tensor] | None = None  # [s0, s1, embeddings], each (1, C, h, w)
         self._image_pe: torch.Tensor | None = None
         self._image_hw: tuple[int, int] | None = None
@@ -187,8 +202,8 @@ class Segmenter:
         out_obj: list[torch.Tensor | None] = [None] * num
         with lm.autocast():
             for count, members in groups.items():
-                for start in range(0, len(members), MAX_DECODER_BATCH):
-                    idx = members[start:start + MAX_DECODER_BATCH]
+                for start in range(0, len(members), self.decoder_batch):
+                    idx = members[start:start + self.decoder_batch]
                     logits, iou, obj = self._decode_group(
                         [tokens[i] for i in idx], [prompts[i].mask for i in idx], count, multimask_output)
                     for j, i in enumerate(idx):

@@ -311,18 +311,28 @@ def test_bf16_autocast_runs(micro_dir, scene):
     assert res[0].mask.shape == HW and np.isfinite(res[0].score)
 
 
-def test_chunked_decoding_and_upsampling_give_the_same_results(seg, monkeypatch):
+def test_chunked_decoding_and_upsampling_give_the_same_results(micro_model, scene, monkeypatch):
     from anima_sam2_ros.engine import segmenter as module
 
     prompts = _mixed_prompts() + [Prompt(object_id=20 + i, points=p, labels=lab)
                                   for i, (p, lab) in enumerate(zip(POINTS, LABELS, strict=True))]
-    whole = seg.segment(prompts, multimask_output=True)
-    monkeypatch.setattr(module, "MAX_DECODER_BATCH", 2)
+    whole = Segmenter(micro_model, decoder_batch=len(prompts))
+    whole = whole.segment_image(scene, prompts, multimask_output=True)
     monkeypatch.setattr(module, "UPSAMPLE_CHUNK_BYTES", 1)
-    chunked = seg.segment(prompts, multimask_output=True)
+    chunked = Segmenter(micro_model, decoder_batch=1).segment_image(scene, prompts, multimask_output=True)
     for a, b in zip(whole, chunked, strict=True):
         assert a.object_id == b.object_id and np.array_equal(a.mask, b.mask)
         assert a.score == pytest.approx(b.score, abs=1e-5) and a.bbox == b.bbox
+
+
+def test_decoder_batch_defaults_by_device_and_rejects_nonsense(micro_model):
+    from anima_sam2_ros.engine import segmenter as module
+
+    assert micro_model.device.type == "cpu"
+    assert Segmenter(micro_model).decoder_batch == module.CPU_DECODER_BATCH
+    for bad in (0, -3, 2.5, True, "8"):
+        with pytest.raises(InvalidInputError, match="decoder_batch"):
+            Segmenter(micro_model, decoder_batch=bad)
 
 
 def test_mask_threshold_binarises_the_upsampled_logits(micro_model, scene):
