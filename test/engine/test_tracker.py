@@ -481,6 +481,41 @@ def test_constructor_validation(micro_model):
         Tracker(micro_model, max_conditioning_frames=0)
     with pytest.raises(InvalidInputError):
         Tracker(micro_model, semantics="other")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidInputError, match="object_batch"):
+            Tracker(micro_model, object_batch=bad)
+    from anima_sam2_ros.engine import tracker as module
+
+    assert Tracker(micro_model).object_batch == module.CPU_OBJECT_BATCH  # a CPU model
+
+
+def test_object_batch_does_not_change_results(micro_model):
+    """Chunked network calls (1 object per call) equal one batch of everything, frame by frame.
+
+    Six point-prompted objects on frame 0 (one prompt group), a box and a mask added while the
+    others are tracked, a re-prompt: every batched path (memory attention groups, decoder,
+    memory encoder) runs chunked and whole.
+    """
+    yy, xx = np.mgrid[0:H, 0:W]
+    disc = (yy - disc_center(4)[1]) ** 2 + (xx - 70) ** 2 < 10 ** 2
+    xs = np.linspace(10, W - 10, 6)
+    schedule = {
+        0: [pt(i + 1, (float(x), float(H // 2))) for i, x in enumerate(xs)],
+        4: [Prompt(object_id=7, box=np.array([60, 5, 85, 30], np.float32)), Prompt(object_id=8, mask=disc)],
+        8: [pt(2, square_center(8))],
+    }
+    whole = Tracker(micro_model, object_batch=64)
+    chunked = Tracker(micro_model, object_batch=1)
+    for t in range(14):
+        a = whole.step(frame(t), schedule.get(t))
+        b = chunked.step(frame(t), schedule.get(t))
+        assert [r.object_id for r in a] == [r.object_id for r in b]
+        torch.testing.assert_close(chunked.last_low_res_logits, whole.last_low_res_logits,
+                                   rtol=1e-4, atol=1e-4, msg=f"frame {t}")
+        for ra, rb in zip(a, b, strict=True):
+            assert np.mean(ra.mask != rb.mask) < 1e-3, f"frame {t}, object {ra.object_id}"
+            assert ra.score == pytest.approx(rb.score, abs=1e-4)
+    assert chunked.state_nbytes() == whole.state_nbytes()
 
 
 def test_mask_threshold_changes_outputs_not_memory(micro_model):
