@@ -152,7 +152,7 @@ def test_stream_bench_smoke(tmp_path, capsys):
 
     out = tmp_path / "stream.json"
     rc = main(["stream", "--frames", "20", "--checkpoints", "4,18,20", "--window", "3", "--resolution",
-               "64x48", "--objects", "2", "--json", "--out", str(out)])
+               "64x48", "--objects", "2", "--ab-frames", "30", "--json", "--out", str(out)])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == report
@@ -176,6 +176,11 @@ def test_stream_bench_smoke(tmp_path, capsys):
     assert stock["20"]["state_bytes"] > stock["18"]["state_bytes"] > stock["4"]["state_bytes"]
     for m, c in report["ours_vs_stock"].items():
         _positive(c["time_ours_over_stock"], f"ours/stock@{m}")
+    ew = report["equal_work"]
+    assert ew["frames"] == 30 and ew["timed_from"] == 20
+    for key in ("ours_ms_median", "stock_ms_median", "time_ours_over_stock"):
+        _positive(ew[key], f"equal_work.{key}")
+    assert ew["time_ours_over_stock"] == pytest.approx(ew["ours_ms_median"] / ew["stock_ms_median"])
     _check_goals(report["goals"])
     assert len(report["goals"]) == 3
 
@@ -214,3 +219,36 @@ def test_node_bench_smoke(tmp_path, capsys):
         for name in ("segment", "track_step"):
             _check_summary(r["engine"][name], f"{key}.engine.{name}")
     _check_goals(report["goals"])
+
+
+# ------------------------------------------------------------------ GPU script, run on the CPU
+@pytest.mark.slow
+def test_gpu_bench_script_runs_end_to_end_on_cpu(tmp_path):
+    """``scripts/gpu_bench.sh`` runs end to end with ``DEVICE=cpu``.
+
+    Every precision, with and without torch.compile, gives a report; the README table and the
+    JSON come out. A lent GPU runs the same code.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, DEVICE="cpu", MODEL="test-micro",
+               RESOLUTION="64x48", RUNS="1", WARMUP="0", OBJECTS="1,2", TRACK_FILL="1",
+               PRECISIONS="fp32 int8", COMPILE="0 1", OMP_NUM_THREADS="1",
+               TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    proc = subprocess.run(["bash", os.path.join(root, "scripts", "gpu_bench.sh")], capture_output=True,
+                          text=True, env=env, timeout=1800)
+    log = (out / "gpu_bench.log").read_text() if (out / "gpu_bench.log").exists() else ""
+    assert proc.returncode == 0, proc.stderr[-3000:] + log[-3000:]
+    result = json.loads((out / "gpu_bench.json").read_text())
+    assert result["failures"] == {}, result["failures"]
+    assert set(result["runs"]) == {"fp32", "fp32_compile", "int8", "int8_compile"}
+    for name, rep in result["runs"].items():
+        assert rep["config"]["device"] == "cpu" and rep["config"]["compile"] == name.endswith("_compile")
+        if rep["config"]["compile"]:
+            assert rep["config"]["compiled_modules"], name
+        assert "engine_bench" in rep["command"]
+        for op in ("encoder", "decoder_1", "track_1", "track_2"):
+            _check_summary(rep["timings_ms"][op], f"{name}.{op}", runs=1)
+    table = (out / "gpu_bench.md").read_text()
+    assert table.count("\n| fp32 |") == 2 and table.count("\n| int8 |") == 2
+    assert "int8 / fp32 encoder time:" in table and "FAILED" not in table
