@@ -117,12 +117,14 @@ class _Stock:
 
     def step(self, image: np.ndarray, prompts: Optional[Sequence[Any]] = None) -> np.ndarray:
         """One frame: preprocess, stream it, source-size masks on the host (the tracker's work)."""
+        from anima_sam2_ros.engine.position_cache import bypass_position_cache
         from anima_sam2_ros.engine.preprocess import preprocess_image, upsample_logits
 
         if prompts:
             self.prompt(prompts)
         lm = self.loaded
-        with lm.autocast():
+        # transformers' own code path: position encodings recomputed every frame (see position_cache).
+        with lm.autocast(), bypass_position_cache(self.net):
             pixels = preprocess_image(image, lm.image_size, lm.device)
             out = self.net(inference_session=self.session, frame=pixels)
             masks = (upsample_logits(out.pred_masks[:, 0].float(), self.hw) > 0).cpu().numpy()

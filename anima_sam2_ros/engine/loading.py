@@ -367,10 +367,48 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
             _quantize_int8(model)
     for param in model.parameters():
         param.requires_grad_(False)
+    from .position_cache import cache_position_encodings
+
+    cache_position_encodings(model)  # the vision neck's encodings, once per shape (not per frame)
     if precision == "int8" and dev.type == "cpu":
-        # Measured (anima-sam2 bench, hiera-small 1024x1024, 2 cores): encoder 6.6x slower than fp32.
-        LOG.warning("precision int8 on the CPU is several times SLOWER than fp32 (torchao has no fast "
-                    "CPU int8 kernels here); it saves memory only. Use precision fp32 on a CPU.")
+        warn_int8_on_cpu(cpu_int8_dot_flags())
     return LoadedModel(model, name=spec.name + ("-int8" if precision == "int8" else ""), device=dev,
                        precision=precision, image_size=spec.image_size, weights_source=source,
                        is_dummy=is_dummy)
+
+
+# x86 flags of the int8 dot-product instructions behind a fast ``aten::_int_mm`` (oneDNN). Other
+# CPUs (aarch64 included) are not measured, so they get the warning.
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_int8_dot_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str] | None:
+    """The ``INT8_DOT_FLAGS`` this CPU has, or None when the flags cannot be read (not Linux)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    found: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found.update(flag for flag in value.split() if flag in INT8_DOT_FLAGS)
+    return found
+
+
+def warn_int8_on_cpu(flags: set[str] | None) -> None:
+    """INT8 speed on a CPU depends on its int8 dot-product instructions: say what to expect.
+
+    Measured with ``anima-sam2 bench`` (hiera-small, 1024x1024, 2 cores, torch 2.13.0): on an
+    AMD EPYC with AVX-512 VNNI the int8 encoder took 0.77x the fp32 time; on the CI machine of
+    2026-11-25 (an AMD EPYC whose flags were not recorded) 6.6x.
+    """
+    if flags:
+        LOG.info("precision int8 on the CPU: int8 matmuls use %s", ", ".join(sorted(flags)))
+        return
+    LOG.warning("precision int8 on a CPU %s (VNNI/AMX) can be several times SLOWER than fp32 "
+                "(measured 6.6x in the encoder); it saves memory. Compare `anima-sam2 bench "
+                "--precision fp32` with `--precision int8` on this machine.",
+                "without x86 int8 dot-product instructions" if flags is not None
+                else "whose int8 instructions cannot be read")

@@ -237,6 +237,37 @@ def test_int8_precision_quantizes_linear_layers(micro_dir, scene):
     assert load_model("test-micro-int8", weights=micro_dir, device="cpu").precision == "int8"
 
 
+def test_cpu_int8_dot_flags_from_cpuinfo(tmp_path):
+    from anima_sam2_ros.engine.loading import cpu_int8_dot_flags
+
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16\n\n"
+                   "processor\t: 1\nflags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16\n")
+    assert cpu_int8_dot_flags(str(x86)) == {"avx512_vnni"}
+    old = tmp_path / "old"
+    old.write_text("processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n")
+    assert cpu_int8_dot_flags(str(old)) == set()
+    arm = tmp_path / "arm"  # Jetson Orin's CPU: not measured, so no fast-int8 flag counts
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimdrdm "
+                   "lrcpc dcpop asimddp uscat ilrcpc flagm\n")
+    assert cpu_int8_dot_flags(str(arm)) == set()
+    assert cpu_int8_dot_flags(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize("flags, warned", [(set(), True), (None, True), ({"avx512_vnni"}, False)])
+def test_int8_on_cpu_warns_only_without_int8_dot_instructions(flags, warned, caplog):
+    from anima_sam2_ros.engine.loading import warn_int8_on_cpu
+
+    with caplog.at_level(logging.INFO, logger="anima_sam2_ros.engine"):
+        warn_int8_on_cpu(flags)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert bool(warnings) == warned
+    if warned:
+        assert "SLOWER than fp32" in warnings[0].getMessage()
+    else:
+        assert "avx512_vnni" in caplog.text
+
+
 def test_int8_artifact_is_delegated(micro_dir, micro_model, tmp_path, scene):
     from anima_sam2_ros.quant import artifact
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from anima_sam2_ros.engine.errors import InvalidInputError, UnknownObjectError
+from anima_sam2_ros.engine.position_cache import bypass_position_cache
 from anima_sam2_ros.engine.preprocess import preprocess_image, upsample_logits
 from anima_sam2_ros.engine.tracker import Tracker
 from anima_sam2_ros.engine.types import Prompt
@@ -177,7 +178,9 @@ class Reference:
         s.obj_with_new_inputs = [p.object_id for p in prompts]
 
     def step(self, pixels):
-        out = self.net(inference_session=self.session, frame=pixels)
+        # transformers' code path exactly: position encodings recomputed every frame.
+        with bypass_position_cache(self.net):
+            out = self.net(inference_session=self.session, frame=pixels)
         self.frame_idx += 1
         return out.pred_masks[:, 0], out.object_score_logits.reshape(-1)
 
