@@ -37,9 +37,9 @@ LOW_RES_CLAMP = 32.0
 MAX_DECODER_BATCH = 32
 # Prompts per decoder call on a CPU. Every prompt carries its own copy of the 64x64x256 image
 # embedding through the two-way transformer, so the CPU decoder is bound by compute and memory
-# bandwidth, not by per-call latency: 8 prompts in one call took 1.0 s against 0.66 s in calls of
-# two (hiera-small, 2 threads; `bench/engine_bench.py`). A GPU is latency-bound at these sizes
-# and gains from the whole batch.
+# bandwidth, not by per-call latency: 8 prompts in one call took 368 ms against 263 ms in calls of
+# two and 302 ms one by one (hiera-small, 2 threads, `bench/engine_bench.py`, 2026-12-01). A GPU
+# is latency-bound at these sizes and gains from the whole batch.
 CPU_DECODER_BATCH = 2
 UPSAMPLE_CHUNK_BYTES = 256 << 20
 
