@@ -9,7 +9,8 @@
 # Sam2VideoModel) and torchao; otherwise a venv at $VENV (default /tmp/anima-gpu-venv) that sees
 # the system's torch (--system-site-packages) and gets the pinned transformers / torchao /
 # safetensors of requirements.txt: from wheels in $WHEELS (default ./.whl, for machines without
-# a network: see the device README) or from the package index.
+# a network: `scripts/gpu_wheels.sh` fills it here; the device call then carries .whl) or from
+# the package index.
 #
 # Output ($OUT): gpu_bench.json (every run's report + the GPU, date and commands),
 # gpu_bench.md (the table for the README "Performance" section), gpu_bench.log (all output).
