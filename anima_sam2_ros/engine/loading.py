@@ -401,7 +401,7 @@ def warn_int8_on_cpu(flags: set[str] | None) -> None:
     """INT8 speed on a CPU depends on its int8 dot-product instructions: say what to expect.
 
     Measured with ``anima-sam2 bench`` (hiera-small, 1024x1024, 2 cores, torch 2.13.0): on an
-    AMD EPYC with AVX-512 VNNI the int8 encoder took 0.77x the fp32 time; on the CI machine of
+    AMD EPYC with AVX-512 VNNI the int8 encoder took 0.77-0.85x the fp32 time; on the CI machine of
     2026-11-25 (an AMD EPYC whose flags were not recorded) 6.6x.
     """
     if flags:
