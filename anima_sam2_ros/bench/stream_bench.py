@@ -392,8 +392,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = {"model": args.model, "weights": args.weights, "precision": args.precision,
               "device": args.device, "resolution": list(resolution), "frames": args.frames,
               "checkpoints": checkpoints,
-              "window": args.window, "objects": args.objects, "threads": args.threads, "seed": args.seed}
-    config["ab_frames"] = args.ab_frames
+              "window": args.window, "objects": args.objects, "threads": args.threads, "seed": args.seed,
+              "ab_frames": args.ab_frames}
     report = build_report(results, config, equal_work)
     report["machine"] = machine_info(torch, args.device)
     return emit_report(report, args, format_report)

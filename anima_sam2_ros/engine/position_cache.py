@@ -3,7 +3,7 @@
 transformers' ``Sam2SinePositionEmbedding`` memoises one shape (an ``lru_cache`` of size 1 that
 the class shares), but the vision neck asks for four shapes per image, so every frame recomputes
 all four: for hiera-small at 1024x1024 that is 85 MiB of sines and cosines, 70 ms per frame on 2
-CPU cores (3% of the image encoder; 9% of a test-micro tracking step), of which SAM 2 reads only
+CPU cores (3% of the image encoder; 0.8 of 8 ms in a test-micro tracking step), of which SAM 2 reads only
 the lowest-resolution map. The encodings depend only on shape, device and dtype, so
 ``cache_position_encodings`` wraps the network's sine encoders in ``CachedPositionEncoding``:
 the first frame computes them, later frames reuse them (a bounded cache: a few entries per
