@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -137,6 +137,23 @@ class _Stock:
         return tensor_bytes(self.session)
 
 
+def _stream_setup(model: str, weights: str, precision: str, device: str, resolution: Sequence[int],
+                  objects: int, threads: int, seed: int
+                  ) -> Tuple[Any, MovingScene, List[Any], Callable[[], None]]:
+    """Model, scene, frame-0 point prompts and a device sync, as every stream run sets them up."""
+    import torch
+
+    from anima_sam2_ros.engine import Prompt, load_model
+
+    torch.set_num_threads(int(threads))
+    scene = MovingScene(int(resolution[0]), int(resolution[1]), seed=seed)
+    lm = load_model(model, weights=weights, precision=precision, device=device, seed=seed)
+    prompts = [Prompt(object_id=i + 1, points=np.array([xy], np.float32), labels=np.array([1], np.int64))
+               for i, xy in enumerate(scene.object_points(int(objects), 0))]
+    sync = (lambda: torch.cuda.synchronize(lm.device)) if lm.device.type == "cuda" else (lambda: None)
+    return lm, scene, prompts, sync
+
+
 def run_child(impl: str, model: str = "test-micro", weights: str = "dummy", precision: str = "fp32",
               device: str = "cpu", resolution: Sequence[int] = (320, 240), frames: int = 1000,
               checkpoints: Sequence[int] = (50, 500, 1000), window: int = 25, objects: int = 1,
@@ -144,19 +161,14 @@ def run_child(impl: str, model: str = "test-micro", weights: str = "dummy", prec
     """Track ``frames`` frames with one implementation in this process; per-checkpoint numbers."""
     import torch
 
-    from anima_sam2_ros.engine import Prompt, Tracker, load_model
+    from anima_sam2_ros.engine import Tracker
 
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     say = log or (lambda _msg: None)
-    torch.set_num_threads(int(threads))
-    width, height = int(resolution[0]), int(resolution[1])
-    scene = MovingScene(width, height, seed=seed)
-    lm = load_model(model, weights=weights, precision=precision, device=device, seed=seed)
-    runner: Any = Tracker(lm) if impl == "ours" else _Stock(lm, height, width)
-    prompts = [Prompt(object_id=i + 1, points=np.array([xy], np.float32), labels=np.array([1], np.int64))
-               for i, xy in enumerate(scene.object_points(int(objects), 0))]
-    sync = (lambda: torch.cuda.synchronize(lm.device)) if lm.device.type == "cuda" else (lambda: None)
+    lm, scene, prompts, sync = _stream_setup(model, weights, precision, device, resolution, objects,
+                                             threads, seed)
+    runner: Any = Tracker(lm) if impl == "ours" else _Stock(lm, scene.height, scene.width)
     marks = sorted(set(int(c) for c in checkpoints if 0 < int(c) <= frames))
     times: List[float] = []
     points: Dict[str, Dict[str, Any]] = {}
@@ -200,18 +212,11 @@ def run_equal_work(model: str = "test-micro", weights: str = "dummy", precision:
                    device: str = "cpu", resolution: Sequence[int] = (320, 240), frames: int = 60,
                    objects: int = 1, threads: int = 1, seed: int = 0) -> Dict[str, Any]:
     """Ours and the stock session on the same frames in one process, alternating which goes first."""
-    import torch
+    from anima_sam2_ros.engine import Tracker
 
-    from anima_sam2_ros.engine import Prompt, Tracker, load_model
-
-    torch.set_num_threads(int(threads))
-    width, height = int(resolution[0]), int(resolution[1])
-    scene = MovingScene(width, height, seed=seed)
-    lm = load_model(model, weights=weights, precision=precision, device=device, seed=seed)
-    runners = {"ours": Tracker(lm), "stock": _Stock(lm, height, width)}
-    prompts = [Prompt(object_id=i + 1, points=np.array([xy], np.float32), labels=np.array([1], np.int64))
-               for i, xy in enumerate(scene.object_points(int(objects), 0))]
-    sync = (lambda: torch.cuda.synchronize(lm.device)) if lm.device.type == "cuda" else (lambda: None)
+    lm, scene, prompts, sync = _stream_setup(model, weights, precision, device, resolution, objects,
+                                             threads, seed)
+    runners = {"ours": Tracker(lm), "stock": _Stock(lm, scene.height, scene.width)}
     times: Dict[str, List[float]] = {impl: [] for impl in IMPLS}
     for t in range(int(frames)):
         image = scene.frame(t)

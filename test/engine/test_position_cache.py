@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -81,11 +83,7 @@ def test_tracking_with_cache_equals_tracking_without(micro_model, scene):
         seg = Segmenter(micro_model)
         outs = []
         for t, img in enumerate(frames):
-            if bypass:
-                with bypass_position_cache(net):
-                    res = trk.step(img, prompt if t == 0 else None)
-                    seg_res = seg.segment_image(img, prompt)
-            else:
+            with bypass_position_cache(net) if bypass else contextlib.nullcontext():
                 res = trk.step(img, prompt if t == 0 else None)
                 seg_res = seg.segment_image(img, prompt)
             outs.append((trk.last_low_res_logits.clone(), [r.mask for r in res], [r.mask for r in seg_res]))
