@@ -10,6 +10,8 @@ VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
 STAMP="$VENV/.anima-deps.sha256"
 SRC="$ROOT/build/src"
+# The two ROS 2 packages: interfaces (ament_cmake) and the node + engine (ament_python).
+PACKAGES=(anima_sam2_msgs anima_sam2_ros)
 PYTHON=${PYTHON:-python3}
 
 log() { printf '\n==> %s\n' "$*"; }
@@ -34,6 +36,18 @@ setup() {
   echo "$want" > "$STAMP"
 }
 
+# The real ROS 2 tools (ros2cli, launch, launch_ros, vision_msgs) have no wheels: where
+# ../shared/ros2-tools is present (CI, developers' machines) install them from its upstream
+# sources. A robot's system ROS 2 has them; without them the tests that need them say so.
+ROS2_TOOLS=${ROS2_TOOLS:-$ROOT/../shared/ros2-tools}
+tools() {
+  if [ -f "$ROS2_TOOLS/install.sh" ]; then
+    bash "$ROS2_TOOLS/install.sh" "$VENV" 2>&1 | tail -n 3
+  else
+    log "no ros2-tools at $ROS2_TOOLS: the tests that need ros2cli/launch will say so"
+  fi
+}
+
 # Environment for building and running against the pip ROS 2 in .venv.
 ros_env() {
   export VIRTUAL_ENV="$VENV"
@@ -55,16 +69,19 @@ ros_env() {
 
 build() {
   setup
+  tools
   ros_env
-  # colcon builds the package through build/src (a link to this directory): CMake refuses
+  # colcon builds the packages through build/src (a link to this directory): CMake refuses
   # exported include paths inside the source tree, and .venv's numpy headers are one.
   mkdir -p "$ROOT/build"
   ln -sfn .. "$ROOT/build/src"
   log "colcon build"
-  colcon build --paths "$SRC" --build-base "$ROOT/build" --install-base "$ROOT/install" \
-    --event-handlers console_cohesion+ \
+  colcon build --paths "${PACKAGES[@]/#/$SRC/}" --build-base "$ROOT/build" --install-base "$ROOT/install" \
+    --event-handlers console_cohesion- console_start_end- console_stderr- status- \
     --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=ON \
-    -DCMAKE_BUILD_TYPE=Release
+    -DCMAKE_BUILD_TYPE=Release > "$ROOT/build/colcon-build.log" 2>&1 \
+    || { tail -n 60 "$ROOT/build/colcon-build.log" >&2; echo "colcon build failed: $ROOT/build/colcon-build.log" >&2; exit 1; }
+  echo "built anima_sam2_msgs and anima_sam2_ros into $ROOT/install (log: build/colcon-build.log)"
   ros_env
 }
 
@@ -73,7 +90,7 @@ run_tests() {
   log "colcon test"
   rm -rf "$ROOT/build/anima_sam2_ros/test_results"
   # The whole test run sits in a private network namespace (loopback only) where possible.
-  "$ROOT/scripts/netns.sh" colcon test --paths "$SRC" --build-base "$ROOT/build" --install-base "$ROOT/install" \
+  "$ROOT/scripts/netns.sh" colcon test --paths "${PACKAGES[@]/#/$SRC/}" --build-base "$ROOT/build" --install-base "$ROOT/install" \
     --event-handlers console_direct+ --return-code-on-test-failure || true
   log "colcon test-result"
   colcon test-result --test-result-base "$ROOT/build/anima_sam2_ros" --verbose

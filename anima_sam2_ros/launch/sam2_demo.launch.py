@@ -19,14 +19,13 @@ and ``params_file``, ``model``, ``weights``, ``precision``, ``device``, ``use_si
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.conditions import IfCondition
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
-
-from launch import LaunchDescription
 
 PACKAGE = "anima_sam2_ros"
 PASSED_ON = ("params_file", "model", "weights", "precision", "device", "use_sim_time", "log_level")

@@ -204,10 +204,10 @@ def mask_from_msg(msg) -> Optional[np.ndarray]:
 
 
 def build_prompt_msgs(objects: Sequence[Dict[str, Any]]):
-    """Grouped prompt dicts -> ``anima_sam2_ros/Prompt`` messages."""
+    """Grouped prompt dicts -> ``anima_sam2_msgs/Prompt`` messages."""
     from geometry_msgs.msg import Point
 
-    from anima_sam2_ros.msg import Prompt
+    from anima_sam2_msgs.msg import Prompt
 
     msgs = []
     for obj in objects:
@@ -340,7 +340,7 @@ def run_segment(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_USAGE
 
-    from anima_sam2_ros.srv import Segment
+    from anima_sam2_msgs.srv import Segment
 
     ros = _Ros("anima_sam2_cli_segment")
     try:
@@ -436,7 +436,7 @@ def run_track(args: argparse.Namespace) -> int:
 
     from rclpy.action import ActionClient
 
-    from anima_sam2_ros.action import Track
+    from anima_sam2_msgs.action import Track
 
     ros = _Ros("anima_sam2_cli_track")
     goal_handle = None

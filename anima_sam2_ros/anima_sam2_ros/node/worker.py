@@ -546,7 +546,7 @@ class Worker:
 
     def _feedback(self, goals: List[GoalState], by_id: Dict[int, Any], base: Dict[int, Any], header: Any,
                   frame: Frame, frame_index: int, latency_ms: float) -> None:
-        from anima_sam2_ros.action import Track
+        from anima_sam2_msgs.action import Track
 
         for goal in goals:
             if goal.end_reason is not None:

@@ -1,4 +1,4 @@
-"""The generated interfaces and the hand-written modules come from one installed package."""
+"""The generated interfaces (anima_sam2_msgs) and the installed node package (anima_sam2_ros)."""
 
 from __future__ import annotations
 
@@ -15,20 +15,26 @@ HERE = pathlib.Path(__file__).resolve().parent
 pytestmark = pytest.mark.ros
 
 
-def test_interfaces_and_modules_share_the_installed_package():
+def test_interfaces_come_from_the_msgs_package_and_the_node_package_is_installed_whole():
+    """Clients import anima_sam2_msgs alone; colcon installs every module of anima_sam2_ros."""
     require_workspace()
-    import anima_sam2_ros
-    import anima_sam2_ros.engine.errors
-    from anima_sam2_ros.action import Track
-    from anima_sam2_ros.msg import ObjectMask, ObjectMaskArray, Prompt
-    from anima_sam2_ros.srv import Segment
+    from ament_index_python.packages import get_package_prefix
 
-    pkg_dir = pathlib.Path(anima_sam2_ros.__file__).parent
-    assert pathlib.Path(anima_sam2_ros.engine.errors.__file__).parent.parent == pkg_dir
-    import anima_sam2_ros.msg as msg_mod
+    import anima_sam2_msgs.msg as msg_mod
+    from anima_sam2_msgs.action import Track
+    from anima_sam2_msgs.msg import ObjectMask, ObjectMaskArray, Prompt
+    from anima_sam2_msgs.srv import Segment
 
-    assert pathlib.Path(msg_mod.__file__).parent.parent == pkg_dir
-    assert "site-packages" in str(pkg_dir), f"expected the installed package, got {pkg_dir}"
+    msgs_prefix = pathlib.Path(get_package_prefix("anima_sam2_msgs"))
+    assert msgs_prefix in pathlib.Path(msg_mod.__file__).parents
+    # The interfaces package carries no Python of ours (and so no torch).
+    assert not (pathlib.Path(msg_mod.__file__).parent.parent / "engine").exists()
+    prefix = pathlib.Path(get_package_prefix("anima_sam2_ros"))
+    installed = next(prefix.glob("lib/python3*/site-packages/anima_sam2_ros"))
+    source = HERE.parent / "anima_sam2_ros"
+    missing = [str(f.relative_to(source)) for f in source.rglob("*.py")
+               if not (installed / f.relative_to(source)).is_file()]
+    assert not missing, f"setup.py does not install {missing}"
     # The user-facing contract (issue "Foundation"): field names and types.
     assert Prompt.get_fields_and_field_types() == {
         "object_id": "uint32",
@@ -44,13 +50,13 @@ def test_interfaces_and_modules_share_the_installed_package():
         assert fields[name] == typ
     assert ObjectMaskArray.get_fields_and_field_types()["header"] == "std_msgs/Header"
     req = Segment.Request.get_fields_and_field_types()
-    assert req == {"image": "sensor_msgs/Image", "prompts": "sequence<anima_sam2_ros/Prompt>",
+    assert req == {"image": "sensor_msgs/Image", "prompts": "sequence<anima_sam2_msgs/Prompt>",
                    "multimask_output": "boolean"}
     res = Segment.Response.get_fields_and_field_types()
     assert res == {"success": "boolean", "message": "string",
-                   "result": "anima_sam2_ros/ObjectMaskArray", "inference_ms": "float"}
+                   "result": "anima_sam2_msgs/ObjectMaskArray", "inference_ms": "float"}
     goal = Track.Goal.get_fields_and_field_types()
-    assert goal == {"prompts": "sequence<anima_sam2_ros/Prompt>", "max_frames": "uint32",
+    assert goal == {"prompts": "sequence<anima_sam2_msgs/Prompt>", "max_frames": "uint32",
                     "min_score": "float", "max_lost_frames": "uint32"}
     assert set(Track.Result.get_fields_and_field_types()) == {"frames_processed", "object_ids", "reason"}
     assert set(Track.Feedback.get_fields_and_field_types()) == {"masks", "frame_index", "latency_ms"}
@@ -59,7 +65,7 @@ def test_interfaces_and_modules_share_the_installed_package():
 def test_field_checks_are_on():
     """ROS_PYTHON_CHECK_FIELDS=1 (as Humble always checks): a wrong type is refused."""
     require_workspace()
-    from anima_sam2_ros.msg import ObjectMask
+    from anima_sam2_msgs.msg import ObjectMask
 
     assert os.environ["ROS_PYTHON_CHECK_FIELDS"] == "1"
     with pytest.raises(AssertionError):
@@ -72,7 +78,7 @@ def test_message_round_trip_across_processes():
     from geometry_msgs.msg import Point
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-    from anima_sam2_ros.msg import ObjectMask, ObjectMaskArray, Prompt
+    from anima_sam2_msgs.msg import ObjectMask, ObjectMaskArray, Prompt
 
     assert os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     child = spawn([str(HERE / "echo_node.py")])

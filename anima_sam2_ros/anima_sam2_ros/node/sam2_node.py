@@ -101,8 +101,8 @@ class Sam2Node(LifecycleNode):
         self._viz: Any = None
         self._viz_missing_logged = False
         self._configured = False
-        from anima_sam2_ros.action import Track
-        from anima_sam2_ros.srv import Segment
+        from anima_sam2_msgs.action import Track
+        from anima_sam2_msgs.srv import Segment
 
         self._segment_srv = self.create_service(Segment, "~/segment", self._on_segment,
                                                 callback_group=self._cb_segment)
@@ -488,7 +488,7 @@ class Sam2Node(LifecycleNode):
         return CancelResponse.ACCEPT
 
     def _execute_track(self, goal_handle: Any) -> Any:
-        from anima_sam2_ros.action import Track
+        from anima_sam2_msgs.action import Track
 
         with self._busy_scope():
             result = Track.Result()
@@ -666,7 +666,7 @@ class Sam2Node(LifecycleNode):
 
 def conversions_msg(name: str) -> Any:
     """A message class of this package by name (imported late: generated at build time)."""
-    from anima_sam2_ros import msg
+    from anima_sam2_msgs import msg
 
     return getattr(msg, name)
 

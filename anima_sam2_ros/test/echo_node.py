@@ -7,7 +7,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from anima_sam2_ros.msg import ObjectMaskArray
+from anima_sam2_msgs.msg import ObjectMaskArray
 
 
 def main() -> None:

@@ -95,7 +95,7 @@ def test_prompt_conversion_and_ids():
     from geometry_msgs.msg import Point
     from sensor_msgs.msg import Image
 
-    from anima_sam2_ros.msg import Prompt
+    from anima_sam2_msgs.msg import Prompt
     from anima_sam2_ros.node.conversions import ConversionError, assign_ids, prompt_from_msg
 
     p = Prompt(points=[Point(x=1.0, y=2.0), Point(x=3.0, y=4.0)], labels=[1, 0], box=[0.0, 0.0, 5.0, 6.0])

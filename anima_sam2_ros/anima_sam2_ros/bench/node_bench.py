@@ -93,7 +93,7 @@ def _stamp_ns(header: Any) -> int:
 def _point_prompt(x: float, y: float, object_id: int = 0) -> Any:
     from geometry_msgs.msg import Point
 
-    from anima_sam2_ros.msg import Prompt
+    from anima_sam2_msgs.msg import Prompt
 
     p = Prompt()
     p.object_id = int(object_id)
@@ -225,9 +225,9 @@ class _Client:
         from rclpy.executors import MultiThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-        from anima_sam2_ros.action import Track
-        from anima_sam2_ros.msg import ObjectMaskArray
-        from anima_sam2_ros.srv import Segment
+        from anima_sam2_msgs.action import Track
+        from anima_sam2_msgs.msg import ObjectMaskArray
+        from anima_sam2_msgs.srv import Segment
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
@@ -307,7 +307,7 @@ class _Client:
     def segment_call(self, prompts: List[Any], image: Any = None,
                      timeout: float = 600.0) -> Tuple[Any, float]:
         """One ``~/segment`` call: ``(response, round trip ms)``."""
-        from anima_sam2_ros.srv import Segment
+        from anima_sam2_msgs.srv import Segment
 
         req = Segment.Request()
         if image is not None:
@@ -319,7 +319,7 @@ class _Client:
 
     def track_goal(self, prompts: List[Any], max_frames: int, timeout: float) -> Tuple[Any, List[Any]]:
         """Run one track goal to its end; ``(result, feedback list)``."""
-        from anima_sam2_ros.action import Track
+        from anima_sam2_msgs.action import Track
 
         goal_msg = Track.Goal()
         goal_msg.prompts = list(prompts)

@@ -14,7 +14,7 @@ import pytest
 def interfaces_available() -> bool:
     """True when the generated interfaces import (the package was built with colcon)."""
     try:
-        import anima_sam2_ros.msg  # noqa: F401
+        import anima_sam2_msgs.msg  # noqa: F401
     except ImportError:
         return False
     return True
@@ -24,7 +24,7 @@ def require_workspace() -> None:
     """Fail (not skip) when run outside the built workspace: these tests must run in `make test`."""
     if not interfaces_available():
         pytest.fail(
-            "anima_sam2_ros.msg is not importable: run the ROS tests through `make test` "
+            "anima_sam2_msgs.msg is not importable: run the ROS tests through `make test` "
             "(colcon build + installed package), not from the source tree"
         )
 

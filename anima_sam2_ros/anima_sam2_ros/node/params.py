@@ -83,7 +83,7 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("segment_timeout", 30.0,
               "A segment call answers success false after waiting this long for the worker.", 0.1, 600.0),
     # --- outputs
-    ParamSpec("output.masks", True, "Publish ~/masks (anima_sam2_ros/ObjectMaskArray)."),
+    ParamSpec("output.masks", True, "Publish ~/masks (anima_sam2_msgs/ObjectMaskArray)."),
     ParamSpec("output.mask_in_results", True,
               "Fill ObjectMask.mask pixels in ~/masks, segment results and track feedback; false "
               "sends scores and boxes only."),

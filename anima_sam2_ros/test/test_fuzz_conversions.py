@@ -74,7 +74,7 @@ def prompt_msgs(draw):
     from geometry_msgs.msg import Point
     from sensor_msgs.msg import Image
 
-    from anima_sam2_ros.msg import Prompt
+    from anima_sam2_msgs.msg import Prompt
 
     p = Prompt()
     p.object_id = draw(U32)

@@ -27,12 +27,9 @@ TINY = {"model": "test-micro", "weights": "dummy", "precision": "fp32", "device"
 
 def installed_config() -> pathlib.Path:
     """The ``config/sam2.yaml`` installed with the package (share/anima_sam2_ros/config)."""
-    import anima_sam2_ros
+    from ament_index_python.packages import get_package_share_directory
 
-    pkg = pathlib.Path(anima_sam2_ros.__file__).resolve().parent
-    # <install>/lib/pythonX.Y/site-packages/anima_sam2_ros -> <install>/share/anima_sam2_ros
-    prefix = pkg.parents[3]
-    path = prefix / "share" / "anima_sam2_ros" / "config" / "sam2.yaml"
+    path = pathlib.Path(get_package_share_directory("anima_sam2_ros")) / "config" / "sam2.yaml"
     assert path.is_file(), f"installed config not found at {path}"
     return path
 
@@ -114,7 +111,7 @@ def point_prompt(x: float, y: float, object_id: int = 0, label: int = 1) -> Any:
     """A ``Prompt`` with one point."""
     from geometry_msgs.msg import Point
 
-    from anima_sam2_ros.msg import Prompt
+    from anima_sam2_msgs.msg import Prompt
 
     p = Prompt()
     p.object_id = object_id
@@ -125,7 +122,7 @@ def point_prompt(x: float, y: float, object_id: int = 0, label: int = 1) -> Any:
 
 def box_prompt(box, object_id: int = 0) -> Any:
     """A ``Prompt`` with a box."""
-    from anima_sam2_ros.msg import Prompt
+    from anima_sam2_msgs.msg import Prompt
 
     p = Prompt()
     p.object_id = object_id
@@ -147,9 +144,9 @@ class Sam2Client:
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from visualization_msgs.msg import MarkerArray
 
-        from anima_sam2_ros.action import Track
-        from anima_sam2_ros.msg import ObjectMaskArray
-        from anima_sam2_ros.srv import Segment
+        from anima_sam2_msgs.action import Track
+        from anima_sam2_msgs.msg import ObjectMaskArray
+        from anima_sam2_msgs.srv import Segment
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
@@ -265,7 +262,7 @@ class Sam2Client:
     def segment_call(self, prompts: List[Any], image: Any = None, multimask: bool = False,
                      timeout: float = 60.0) -> Any:
         """Call ``~/segment``."""
-        from anima_sam2_ros.srv import Segment
+        from anima_sam2_msgs.srv import Segment
 
         req = Segment.Request()
         if image is not None:
@@ -277,7 +274,7 @@ class Sam2Client:
     def send_goal(self, prompts: List[Any], max_frames: int = 0, max_lost_frames: int = 0,
                   min_score: float = 0.0, timeout: float = 30.0):
         """Send a track goal; returns ``(goal_handle, feedback_list)`` (handle.accepted may be False)."""
-        from anima_sam2_ros.action import Track
+        from anima_sam2_msgs.action import Track
 
         assert self.track.wait_for_server(timeout_sec=timeout), "track action server not available"
         goal = Track.Goal()

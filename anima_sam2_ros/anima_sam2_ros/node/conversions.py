@@ -3,7 +3,7 @@
 * ``image_from_msg`` (``sensor_msgs/Image``: rgb8, bgr8, mono8 and their OpenCV aliases 8UC3 /
   8UC1) and ``image_from_compressed`` (``sensor_msgs/CompressedImage``, decoded with OpenCV) return
   an ``(array, encoding)`` pair the engine takes as it is (no colour conversion here).
-* ``prompt_from_msg``: ``anima_sam2_ros/Prompt`` -> engine ``Prompt`` (structure only; the engine's
+* ``prompt_from_msg``: ``anima_sam2_msgs/Prompt`` -> engine ``Prompt`` (structure only; the engine's
   ``validate_prompt`` checks coordinates against the image).
 * ``object_mask_msg`` / ``mask_array_msg``: engine ``ObjectResult`` -> ``ObjectMask`` (mono8 0/255
   mask at source resolution, built with ``array.array('B', ...)``: field checks on
@@ -126,7 +126,7 @@ def mask_from_msg(msg: Any) -> np.ndarray:
 
 
 def prompt_from_msg(msg: Any) -> Prompt:
-    """``anima_sam2_ros/Prompt`` -> engine ``Prompt`` (same pixel coordinates).
+    """``anima_sam2_msgs/Prompt`` -> engine ``Prompt`` (same pixel coordinates).
 
     Empty labels with points mean "all foreground"; an empty box or mask means none. Coordinates
     are checked for finiteness here; ranges against the image by the engine.
@@ -223,7 +223,7 @@ def _finite(value: float, default: float = 0.0) -> float:
 def object_mask_msg(result: ObjectResult, header: Any = None, include_mask: bool = True,
                     min_score: float = 0.0) -> Any:
     """Engine ``ObjectResult`` -> ``ObjectMask`` (mask mono8 0/255 at source size, or empty)."""
-    from anima_sam2_ros.msg import ObjectMask
+    from anima_sam2_msgs.msg import ObjectMask
 
     msg = ObjectMask()
     msg.object_id = int(result.object_id)
@@ -245,7 +245,7 @@ def object_mask_msg(result: ObjectResult, header: Any = None, include_mask: bool
 
 def mask_array_msg(objects: Sequence[Any], header: Any) -> Any:
     """``ObjectMaskArray`` from ``ObjectMask`` messages and the source frame's header."""
-    from anima_sam2_ros.msg import ObjectMaskArray
+    from anima_sam2_msgs.msg import ObjectMaskArray
 
     msg = ObjectMaskArray()
     msg.header = header

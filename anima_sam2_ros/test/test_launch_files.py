@@ -3,8 +3,9 @@
 * The launch files parse, and run against a stand-in of the launch / launch_ros API that accepts
   only the keywords the real classes take on Humble (and later), so a misspelt keyword or a
   Jazzy-only action fails here.
-* The executables they start are installed by CMakeLists.txt, the files they reference exist in
-  the installed share directory, and the parameter overrides are parameters the node declares.
+* The executables they start are installed by setup.py (console scripts in lib/anima_sam2_ros),
+  the files they reference exist in the installed share directory, and the parameter overrides
+  are parameters the node declares.
 * rviz/sam2.rviz is valid YAML whose topics are the node's and the demo camera's topics, with the
   camera frame as fixed frame.
 """
@@ -39,10 +40,10 @@ def share() -> pathlib.Path:
 
 
 def _installed_programs() -> set:
-    text = (ROOT / "CMakeLists.txt").read_text()
-    block = re.search(r"install\(PROGRAMS(.*?)DESTINATION", text, re.S)
-    assert block, "CMakeLists.txt installs no programs"
-    return {pathlib.Path(p).name for p in block.group(1).split()}
+    text = (ROOT / "setup.py").read_text()
+    block = re.search(r'"console_scripts": \[(.*?)\]', text, re.S)
+    assert block, "setup.py installs no console scripts"
+    return set(re.findall(r'"([\w-]+) = ', block.group(1)))
 
 
 # --- a stand-in for launch / launch_ros ---------------------------------------------------------
@@ -168,7 +169,6 @@ def test_launch_files_and_rviz_config_are_installed(share):
     assert (share / "config" / "sam2.yaml").is_file()
     for program in ("sam2_node", "camera_source", "anima-sam2"):
         assert program in _installed_programs()
-        assert (ROOT / "scripts" / program).is_file()
         assert (share.parent.parent / "lib" / PACKAGE / program).is_file()
 
 

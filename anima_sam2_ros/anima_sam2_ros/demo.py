@@ -83,26 +83,12 @@ def _start(args: List[str], log_path: pathlib.Path) -> subprocess.Popen:
                                 cwd=str(log_path.parent))
 
 
-def _use_installed_package() -> None:
-    """Import ``anima_sam2_ros`` from the colcon install, not from a source tree on sys.path.
-
-    ``make demo`` runs ``python -m anima_sam2_ros.demo`` from the repository root, where the
-    source package (without the generated interfaces) comes first on sys.path.
-    """
-    import importlib
+def _require_interfaces() -> None:
+    """The demo's clients need the generated interfaces (package anima_sam2_msgs, built by colcon)."""
     import importlib.util
 
-    import anima_sam2_ros
-
-    if importlib.util.find_spec("anima_sam2_ros.msg") is not None:
-        return
-    source_root = pathlib.Path(anima_sam2_ros.__file__).resolve().parent.parent
-    sys.path[:] = [p for p in sys.path if pathlib.Path(p or os.getcwd()).resolve() != source_root]
-    for name in [n for n in sys.modules if n == "anima_sam2_ros" or n.startswith("anima_sam2_ros.")]:
-        del sys.modules[name]
-    importlib.invalidate_caches()
-    if importlib.util.find_spec("anima_sam2_ros.msg") is None:
-        raise SystemExit("anima_sam2_ros.msg is not importable: build the workspace (make build) and "
+    if importlib.util.find_spec("anima_sam2_msgs") is None:
+        raise SystemExit("anima_sam2_msgs is not importable: build the workspace (make build) and "
                          "source install/setup.bash, or run `make demo`")
 
 
@@ -164,8 +150,8 @@ class _Client:
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        from anima_sam2_ros.action import Track
-        from anima_sam2_ros.srv import Segment
+        from anima_sam2_msgs.action import Track
+        from anima_sam2_msgs.srv import Segment
 
         self.rclpy = rclpy
         self.context = rclpy.Context()
@@ -220,7 +206,7 @@ class _Client:
 def _prompt(x: float, y: float):
     from geometry_msgs.msg import Point
 
-    from anima_sam2_ros.msg import Prompt
+    from anima_sam2_msgs.msg import Prompt
 
     return Prompt(object_id=1, points=[Point(x=float(x), y=float(y), z=0.0)], labels=[1])
 
@@ -478,7 +464,7 @@ def _write_summary(out: pathlib.Path, summary: Dict[str, Any]) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point: ``python -m anima_sam2_ros.demo``."""
     args = parse_args(argv)
-    _use_installed_package()
+    _require_interfaces()
     return run(args)
 
 
