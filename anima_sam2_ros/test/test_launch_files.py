@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import os
 import pathlib
 import re
 import sys
@@ -224,22 +225,36 @@ def test_sam2_launch(load_launch, share):
     assert [type(e).__name__ for e in setup(_Context(dict(args, auto_activate="false")))] == ["LifecycleNode"]
 
 
-def test_demo_launch(load_launch, share):
+def test_demo_launch(load_launch, share, tmp_path, monkeypatch):
     _, desc = load_launch("sam2_demo.launch.py")
     args = _arguments(desc)
     assert {"rviz", "width", "height", "rate", "frame_id", "model", "weights"} <= set(args)
     entities = desc.args[0]
     nodes = [e for e in entities if type(e).__name__ == "Node"]
     camera = [n for n in nodes if n.kwargs["package"] == PACKAGE]
-    rviz = [n for n in nodes if n.kwargs["package"] == "rviz2"]
-    assert len(camera) == 1 and len(rviz) == 1
+    assert len(camera) == 1
     assert camera[0].kwargs["executable"] == "camera_source" in _installed_programs()
     assert camera[0].kwargs["namespace"] == "camera"  # -> /camera/image_raw, /camera/camera_info
     cam_params = camera[0].kwargs["parameters"][0]
     assert set(cam_params) <= {"width", "height", "rate", "frame_id", "encoding", "reliable", "use_sim_time"}
-    rviz_args = rviz[0].kwargs["arguments"]
-    assert rviz_args[0] == "-d" and pathlib.Path(rviz_args[1]) == share / "rviz" / "sam2.rviz"
-    assert type(rviz[0].kwargs["condition"]).__name__ == "IfCondition"
+    # rviz2 is optional: started only when the ament index has it, never an abort without it.
+    assert args["rviz"] == "auto"
+    (rviz,) = [e for e in entities if type(e).__name__ == "OpaqueFunction"]
+    start_rviz = rviz.kwargs["function"]
+    config = rviz.kwargs["kwargs"]["config"]
+    assert pathlib.Path(config) == share / "rviz" / "sam2.rviz"
+    assert start_rviz(_Context({"rviz": "false"}), config=config) == []
+    for wanted in ("auto", "true"):  # no rviz2 in this workspace: a log line instead of a node
+        (log,) = start_rviz(_Context({"rviz": wanted}), config=config)
+        assert type(log).__name__ == "LogInfo" and "rviz2 is not installed" in log.kwargs["msg"]
+    # A prefix whose ament index lists rviz2 (what `apt install ros-<distro>-rviz2` provides).
+    marker = tmp_path / "share" / "ament_index" / "resource_index" / "packages" / "rviz2"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
+    monkeypatch.setenv("AMENT_PREFIX_PATH", f"{tmp_path}:{os.environ['AMENT_PREFIX_PATH']}")
+    (node,) = start_rviz(_Context({"rviz": "auto"}), config=config)
+    assert type(node).__name__ == "Node" and node.kwargs["package"] == "rviz2"
+    assert node.kwargs["arguments"] == ["-d", config]
     include = [e for e in entities if type(e).__name__ == "IncludeLaunchDescription"]
     assert len(include) == 1
     source = include[0].args[0]
