@@ -16,13 +16,48 @@ PYTHON=${PYTHON:-python3}
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# What the set-up needs from the machine, checked before anything is installed: cmake and a C/C++
+# compiler (colcon builds the interfaces), Python >= 3.10 with its headers and venv/ensurepip
+# (the pinned requirements.txt wheels are Python 3.11's). All problems are listed at once.
+prerequisites() {
+  local missing=() tool pyver
+  command -v cmake >/dev/null 2>&1 || missing+=("cmake (e.g. sudo apt-get install cmake)")
+  command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 \
+    || missing+=("a C compiler: cc or gcc (e.g. sudo apt-get install build-essential)")
+  command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 \
+    || missing+=("a C++ compiler: c++ or g++ (e.g. sudo apt-get install build-essential)")
+  if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    missing+=("Python 3.11: '$PYTHON' not found (set PYTHON=/path/to/python3.11)")
+  else
+    pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || pyver="?"
+    if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+      missing+=("Python >= 3.10 (3.11 for requirements.txt): $PYTHON is $pyver (set PYTHON=...)")
+    else
+      if [ "$pyver" != "3.11" ] && [ ! -x "$PY" ]; then
+        echo "warning: $PYTHON is Python $pyver; requirements.txt pins wheels for Python 3.11" >&2
+      fi
+      "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null \
+        || missing+=("the Python $pyver headers (Python.h; e.g. sudo apt-get install python$pyver-dev)")
+      [ -x "$PY" ] || "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
+        || missing+=("Python $pyver's venv module with ensurepip (e.g. sudo apt-get install python$pyver-venv)")
+    fi
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "scripts/ws.sh: missing prerequisites (nothing was installed):" >&2
+    for tool in "${missing[@]}"; do echo "  - $tool" >&2; done
+    exit 1
+  fi
+}
+
 setup() {
+  prerequisites
   if [ ! -x "$PY" ]; then
     log "creating $VENV"
     "$PYTHON" -m venv "$VENV"
   fi
   want=$(sha256sum requirements.txt | cut -d' ' -f1)
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+    engine_editable
     return 0
   fi
   log "installing pinned dependencies (torch first, CPU build)"
@@ -34,6 +69,18 @@ setup() {
     || { echo "dependency install failed" >&2; exit 1; }
   "$PY" "$ROOT/scripts/fix_wheel_cmake_paths.py" "$VENV"
   echo "$want" > "$STAMP"
+  engine_editable
+}
+
+# `anima-sam2` on .venv's PATH and the engine importable in .venv without sourcing install/:
+# an editable install of the root pyproject.toml (no dependencies: requirements.txt has them).
+# Its import hook maps only the anima_sam2_ros package to the source folder and comes after
+# sys.path, so with install/setup.bash sourced colcon's copy of the same source is imported.
+engine_editable() {
+  [ -x "$VENV/bin/anima-sam2" ] && "$PY" -c "import anima_sam2_ros" 2>/dev/null && return 0
+  log "pip install --no-deps -e . (anima-sam2 and the engine into .venv)"
+  "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" > "$VENV/.anima-editable.log" 2>&1 \
+    || { tail -n 20 "$VENV/.anima-editable.log" >&2; echo "editable install failed" >&2; exit 1; }
 }
 
 # The real ROS 2 tools (ros2cli, launch, launch_ros, vision_msgs) have no wheels: where
