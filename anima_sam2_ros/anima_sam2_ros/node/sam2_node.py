@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import signal
 import threading
 import time
 import traceback
@@ -687,6 +688,10 @@ def main(args: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C in a terminal reaches the whole process group and ros2 launch forwards one more
+        # SIGINT: a second one must not interrupt the release half-way (SIGTERM still ends it).
+        with contextlib.suppress(ValueError):  # not the main thread (tests calling main())
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.stop_work()
         if executor is not None:
