@@ -21,7 +21,9 @@ one). Everything before the first ``--object`` is object 0. Example, two objects
 ``segment`` without ``--image-file`` segments the node's latest camera frame. ``--out`` writes the
 masks as a label PNG (pixel = object id, 8 or 16 bit), ``--overlay`` the colour overlay (needs
 ``--image-file``). Exit status: 0 success, 1 the node answered with a failure (or the goal was
-aborted), 2 usage errors, 3 node not reachable.
+aborted), 2 usage errors, 3 node not reachable, 4 an optional dependency is missing (one line
+names what to install: torchao for ``quantize``, ROS 2 and the built interfaces for ``segment``
+and ``track``).
 
 rclpy is imported only by ``segment`` and ``track``; the offline sub-commands are imported only
 when run, so ``anima-sam2 --help`` is fast.
@@ -50,7 +52,49 @@ DELEGATED: Dict[str, Tuple[Tuple[str, ...], str, str]] = {
               "benchmarks (engine, stream, node)"),
 }
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_MISSING = 0, 1, 2, 3, 4
+
+#: What to install when an optional module is missing, by top-level module name.
+_ROS_HINT = ("{command} needs ROS 2 (rclpy) and this workspace's interfaces (anima_sam2_msgs, built "
+             "by colcon): source your ROS 2 setup.bash and the workspace's install/setup.bash (in a "
+             "checkout: scripts/ws.sh env anima-sam2 {sub} ...); a `pip install .` venv has neither")
+INSTALL_HINTS: Dict[str, str] = {
+    "torchao": ('{command} needs torchao: pip install "anima-sam2[int8]" (in a checkout: '
+                'pip install ".[int8]"; on a robot the torchao release matching its torch)'),
+    "cv2": '{command} needs OpenCV: pip install "anima-sam2[images]" (or opencv-python-headless)',
+    "tqdm": '{command} needs tqdm: pip install tqdm',
+    **{name: _ROS_HINT for name in ("rclpy", "anima_sam2_msgs", "sensor_msgs", "geometry_msgs", "std_msgs",
+                                    "action_msgs", "rosidl_runtime_py", "ament_index_python")},
+}
+#: Optional modules a sub-command needs, checked before it loads a model or contacts a node.
+NEEDS: Dict[str, Tuple[str, ...]] = {
+    "quantize": ("torchao",),
+    "segment": ("rclpy", "anima_sam2_msgs"),
+    "track": ("rclpy", "anima_sam2_msgs"),
+}
+
+
+def missing_dependency(name: Optional[str], sub: str) -> Optional[str]:
+    """The one-line message for a missing optional module ``name`` (dotted ok), or None if unknown."""
+    top = (name or "").split(".")[0]
+    hint = INSTALL_HINTS.get(top)
+    if hint is None:
+        return None
+    return "error: " + hint.format(command=f"anima-sam2 {sub}", sub=sub)
+
+
+def _check_needs(sub: str) -> Optional[str]:
+    """The message for the first module of ``NEEDS[sub]`` that is not importable, else None."""
+    import importlib.util
+
+    for module in NEEDS.get(sub, ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return missing_dependency(module, sub)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -596,16 +640,34 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``anima-sam2``; returns the exit status."""
+    """Entry point of ``anima-sam2``; returns the exit status.
+
+    A missing optional dependency (torchao, ROS 2, OpenCV) ends in one line naming what to
+    install and exit status 4, checked before any model is loaded, never in a traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in DELEGATED:
-        return _delegate(argv[0], argv[1:])
-    parser = build_parser()
+    sub = argv[0] if argv else ""
+    wants_help = any(a in ("-h", "--help") for a in argv[1:])
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2)
-        return int(exc.code or 0)
-    return int(args.func(args))
+        if sub in NEEDS and not wants_help:
+            message = _check_needs(sub)
+            if message:
+                print(message, file=sys.stderr)
+                return EXIT_MISSING
+        if sub in DELEGATED:
+            return _delegate(sub, argv[1:])
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a usage error (2)
+            return int(exc.code or 0)
+        return int(args.func(args))
+    except ModuleNotFoundError as exc:
+        message = missing_dependency(exc.name, sub or "")
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return EXIT_MISSING
 
 
 if __name__ == "__main__":

@@ -43,9 +43,9 @@ def test_image_encodings_and_row_padding():
 
 
 @pytest.mark.parametrize("encoding,step,size,expected", [
-    ("mono16", 10, 60, "16-bit"),
+    ("16UC1", 10, 60, "16-bit"),
     ("32FC1", 20, 120, "float"),
-    ("rgba8", 20, 120, "not supported"),
+    ("nv21", 20, 120, "not supported"),
     ("rgb8", 10, 60, "smaller than"),
     ("rgb8", 15, 50, "holds 50 bytes"),
 ])

@@ -144,14 +144,14 @@ def _bad_requests():
 
     cases = []
     img16 = camera_image(64, 48)
-    img16.encoding, img16.step = "mono16", 128
+    img16.encoding, img16.step = "16UC1", 128
     img16.data = array.array("B", bytes(128 * 48))
     cases.append(("16-bit image", [point_prompt(5, 5)], img16, "16-bit"))
     short = camera_image(64, 48)
     short.data = array.array("B", bytes(100))
     cases.append(("data size mismatch", [point_prompt(5, 5)], short, "expected step * height"))
     odd = camera_image(64, 48)
-    odd.encoding = "yuv422"
+    odd.encoding = "nv21"
     cases.append(("unknown encoding", [point_prompt(5, 5)], odd, "not supported"))
     empty = camera_image(64, 48)
     empty.width, empty.step = 0, 0

@@ -61,7 +61,7 @@ def _segment_cases():
         ("too tall", pt, _img(8, MAX_SIDE + 1, "mono8"), "max_image_side"),
         ("16UC1", pt, _img(encoding="16UC1", step=128), "16-bit"),
         ("32FC1", pt, _img(encoding="32FC1", step=256), "float"),
-        ("yuv422", pt, _img(encoding="yuv422", step=128), "not supported"),
+        ("nv21", pt, _img(encoding="nv21", step=128), "not supported"),
         ("garbage encoding", pt, _img(encoding="\u00e9\u00e9 garbage"), "not supported"),
         ("empty encoding", pt, _img(encoding=""), "not supported"),
         ("step smaller than a row", pt, _img(step=100), "smaller than"),

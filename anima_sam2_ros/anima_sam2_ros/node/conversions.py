@@ -1,8 +1,9 @@
 """Messages <-> numpy / engine types: the one place where the node converts data.
 
-* ``image_from_msg`` (``sensor_msgs/Image``: rgb8, bgr8, mono8 and their OpenCV aliases 8UC3 /
-  8UC1) and ``image_from_compressed`` (``sensor_msgs/CompressedImage``, decoded with OpenCV) return
-  an ``(array, encoding)`` pair the engine takes as it is (no colour conversion here).
+* ``image_from_msg`` (``sensor_msgs/Image``: the encodings of ``ENCODINGS``, converted as
+  cv_bridge's ``imgmsg_to_cv2`` converts them, see below) and ``image_from_compressed``
+  (``sensor_msgs/CompressedImage``, decoded with OpenCV) return an ``(array, encoding)`` pair
+  (rgb8, bgr8 or mono8) the engine takes as it is.
 * ``prompt_from_msg``: ``anima_sam2_msgs/Prompt`` -> engine ``Prompt`` (structure only; the engine's
   ``validate_prompt`` checks coordinates against the image).
 * ``object_mask_msg`` / ``mask_array_msg``: engine ``ObjectResult`` -> ``ObjectMask`` (mono8 0/255
@@ -25,16 +26,46 @@ import numpy as np
 from anima_sam2_ros.engine.errors import InvalidInputError
 from anima_sam2_ros.engine.types import ObjectResult, Prompt
 
-# encoding -> (channels, engine encoding)
+# ROS image encoding -> (bytes per pixel, engine encoding). rgb8 / bgr8 / mono8 (and OpenCV's 8UC3
+# = bgr8 / 8UC1 = mono8) go to the engine as they are; the others are converted as cv_bridge does:
+# alpha dropped (rgba8 -> rgb8, bgra8 -> bgr8), YUV 4:2:2 and 8-bit Bayer to rgb8 with OpenCV's
+# cvtColor codes cv_bridge uses, mono16 scaled to mono8 by 255/65535 (cv_bridge's 16 -> 8 bit
+# convertTo; big-endian data honoured).
 ENCODINGS = {
     "rgb8": (3, "rgb8"),
     "bgr8": (3, "bgr8"),
     "mono8": (1, "mono8"),
     "8UC3": (3, "bgr8"),
     "8UC1": (1, "mono8"),
+    "rgba8": (4, "rgb8"),
+    "bgra8": (4, "bgr8"),
+    "yuv422": (2, "rgb8"),        # UYVY byte order (ROS' yuv422)
+    "uyvy": (2, "rgb8"),
+    "yuv422_yuy2": (2, "rgb8"),   # YUYV byte order
+    "yuyv": (2, "rgb8"),
+    "bayer_rggb8": (1, "rgb8"),
+    "bayer_bggr8": (1, "rgb8"),
+    "bayer_gbrg8": (1, "rgb8"),
+    "bayer_grbg8": (1, "rgb8"),
+    "mono16": (2, "mono8"),
 }
-# Encodings recognised only to explain why they are refused.
-_DEEP = ("mono16", "16UC", "16SC", "32FC", "32SC", "64FC", "rgb16", "bgr16", "rgba16", "bgra16")
+#: The cv2.cvtColor code per converted encoding, by OpenCV constant name (cv2 imported lazily).
+#: cv_bridge's Bayer codes are OpenCV's legacy names: bayer_rggb8 -> COLOR_BayerBG2RGB, which is
+#: OpenCV's COLOR_BayerRGGB2RGB.
+_CVT_CODES = {
+    "yuv422": "COLOR_YUV2RGB_UYVY",
+    "uyvy": "COLOR_YUV2RGB_UYVY",
+    "yuv422_yuy2": "COLOR_YUV2RGB_YUY2",
+    "yuyv": "COLOR_YUV2RGB_YUYV",
+    "bayer_rggb8": "COLOR_BayerBG2RGB",
+    "bayer_bggr8": "COLOR_BayerRG2RGB",
+    "bayer_gbrg8": "COLOR_BayerGR2RGB",
+    "bayer_grbg8": "COLOR_BayerGB2RGB",
+}
+# Encodings recognised only to explain why they are refused (README "Interfaces": what stays
+# unsupported): 16-bit colour / Bayer, depth and float images, and every other name.
+_DEEP = ("16UC", "16SC", "32FC", "32SC", "64FC", "rgb16", "bgr16", "rgba16", "bgra16", "bayer_")
+SUPPORTED = ", ".join(ENCODINGS)
 DEFAULT_MAX_SIDE = 8192
 
 
@@ -53,21 +84,27 @@ def _check_size(width: int, height: int, max_side: int, what: str) -> None:
 def image_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[np.ndarray, str]:
     """``sensor_msgs/Image`` -> ``(HxW or HxWx3 uint8 array, engine encoding)``.
 
+    rgb8 / bgr8 / mono8 are returned as they are (a view of the message's data); rgba8 / bgra8
+    without alpha; yuv422 (UYVY) / uyvy / yuv422_yuy2 / yuyv and bayer_rggb8 / bggr8 / gbrg8 /
+    grbg8 as rgb8, converted with the OpenCV codes cv_bridge uses; mono16 as mono8 scaled by
+    255/65535 (as cv_bridge's ``imgmsg_to_cv2(msg, "mono8")``).
+
     Raises:
-        ConversionError: unsupported encoding (16-bit, float, colour with alpha, Bayer...), empty
-            or oversized image, ``step`` smaller than a row or ``data`` size != ``step * height``.
+        ConversionError: unsupported encoding (16-bit colour, depth, float, ...: the message names
+            it), empty or oversized image, an odd width for YUV 4:2:2, ``step`` smaller than a
+            row or ``data`` size != ``step * height``.
     """
     encoding = str(msg.encoding)
     width, height, step = int(msg.width), int(msg.height), int(msg.step)
     if encoding not in ENCODINGS:
         if encoding.startswith(_DEEP):
             raise ConversionError(
-                f"image encoding {encoding!r} is not supported: 16-bit and float images (depth, "
-                f"thermal) cannot be segmented; publish rgb8, bgr8 or mono8")
-        raise ConversionError(f"image encoding {encoding!r} is not supported; use rgb8, bgr8 or mono8")
-    channels, engine_encoding = ENCODINGS[encoding]
+                f"image encoding {encoding!r} is not supported: 16-bit colour, depth and float images "
+                f"cannot be segmented; publish one of {SUPPORTED}")
+        raise ConversionError(f"image encoding {encoding!r} is not supported; use one of {SUPPORTED}")
+    bpp, engine_encoding = ENCODINGS[encoding]
     _check_size(width, height, max_side, "image")
-    row = width * channels
+    row = width * bpp
     if step < row:
         raise ConversionError(f"image step {step} is smaller than a {encoding} row of {width} pixels "
                               f"({row} bytes)")
@@ -75,11 +112,27 @@ def image_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[np.ndarr
     if size != step * height:
         raise ConversionError(f"image data holds {size} bytes, expected step * height = {step} * {height} "
                               f"= {step * height}")
+    code = _CVT_CODES.get(encoding)
+    if code is not None and code.startswith("COLOR_YUV") and width % 2:
+        raise ConversionError(f"image encoding {encoding!r} (YUV 4:2:2) needs an even width, got {width}")
     flat = np.frombuffer(msg.data, dtype=np.uint8)
     rows = flat.reshape(height, step)
     if step != row:
         rows = rows[:, :row]
-    image = rows.reshape(height, width, channels) if channels > 1 else rows.reshape(height, width)
+    if encoding == "mono16":
+        import cv2
+
+        dtype = ">u2" if int(msg.is_bigendian) else "<u2"
+        deep = np.ascontiguousarray(rows).view(dtype).reshape(height, width).astype(np.uint16)
+        return cv2.convertScaleAbs(deep, alpha=255.0 / 65535.0), engine_encoding
+    if code is not None:
+        import cv2
+
+        shape = (height, width, 2) if bpp == 2 else (height, width)
+        return cv2.cvtColor(np.ascontiguousarray(rows).reshape(shape), getattr(cv2, code)), engine_encoding
+    image = rows.reshape(height, width, bpp) if bpp > 1 else rows.reshape(height, width)
+    if bpp == 4:
+        image = image[:, :, :3]
     return image, engine_encoding
 
 
@@ -251,6 +304,19 @@ def mask_array_msg(objects: Sequence[Any], header: Any) -> Any:
     msg.header = header
     msg.objects = list(objects)
     return msg
+
+
+def stamp(seconds: float) -> Any:
+    """A ``builtin_interfaces/Time`` of ``seconds`` since the epoch (0 -> zero time)."""
+    from builtin_interfaces.msg import Time
+
+    ns = max(int(round(float(seconds) * 1e9)), 0)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def stamp_seconds(t: Any) -> float:
+    """Seconds since the epoch of a ``builtin_interfaces/Time``."""
+    return int(t.sec) + int(t.nanosec) * 1e-9
 
 
 def header_copy(header: Any) -> Any:
