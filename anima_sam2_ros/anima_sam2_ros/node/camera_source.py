@@ -312,6 +312,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"camera_source: {exc}", file=sys.stderr)
         return 2
     finally:
+        from .shutdown import ignore_further_sigint
+
+        ignore_further_sigint()
         executor.shutdown(timeout_sec=2.0)
         if node is not None:
             node.destroy_node()
