@@ -14,4 +14,4 @@ setup:
 	scripts/ws.sh setup
 
 clean:
-	rm -rf build install log
+	rm -rf build install log build-jazzy install-jazzy

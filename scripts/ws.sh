@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
 # Workspace driver behind `make`: creates .venv, installs the pinned dependencies, fixes the
-# ROS wheels' CMake paths, builds the package with colcon, and runs the demo or the tests.
+# ROS wheels' CMake paths, builds the packages with colcon, and runs the demo or the tests.
 # Every step is skipped when already done. Usage: scripts/ws.sh setup|build|test|demo|env
+# ROS 2 distro lanes: Kilted (.venv, build/, install/) is the default; ANIMA_DISTRO=jazzy uses
+# .venv-jazzy, build-jazzy/ and install-jazzy/ (requirements-jazzy.txt). `test` runs the whole
+# suite on Kilted, then the ROS tests (pytest -m ros) again on Jazzy.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-VENV="$ROOT/.venv"
+DISTRO=${ANIMA_DISTRO:-kilted}
+case "$DISTRO" in
+  kilted) SUFFIX=""; DISTRO_REQS=() ;;
+  jazzy) SUFFIX="-jazzy"; DISTRO_REQS=(requirements-jazzy.txt) ;;
+  *) echo "ANIMA_DISTRO must be kilted or jazzy, not '$DISTRO'" >&2; exit 2 ;;
+esac
+VENV="$ROOT/.venv$SUFFIX"
+BUILD="$ROOT/build$SUFFIX"
+INSTALL="$ROOT/install$SUFFIX"
 PY="$VENV/bin/python"
 STAMP="$VENV/.anima-deps.sha256"
-SRC="$ROOT/build/src"
+SRC="$BUILD/src"
 # The two ROS 2 packages: interfaces (ament_cmake) and the node + engine (ament_python).
 PACKAGES=(anima_sam2_msgs anima_sam2_ros)
 PYTHON=${PYTHON:-python3}
@@ -55,16 +66,23 @@ setup() {
     log "creating $VENV"
     "$PYTHON" -m venv "$VENV"
   fi
-  want=$(sha256sum requirements.txt | cut -d' ' -f1)
+  want=$(cat requirements.txt "${DISTRO_REQS[@]}" | sha256sum | cut -d' ' -f1)
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
     engine_editable
     return 0
   fi
-  log "installing pinned dependencies (torch first, CPU build)"
+  log "installing pinned dependencies into $VENV (ROS 2 $DISTRO; torch first, CPU build)"
   "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
   torch_pin=$(grep -E '^torch==' requirements.txt)
   "$PY" -m pip install -q "$torch_pin" 2>&1 | grep -v "^WARNING: Location" || true
-  "$PY" -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  if [ "$DISTRO" = kilted ]; then
+    "$PY" -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  else
+    # requirements.txt without its Kilted ros-* pins, plus this distro's meta wheels.
+    grep -v -E '^ros-' requirements.txt > "$VENV/requirements-common.txt"
+    "$PY" -m pip install -q -r "$VENV/requirements-common.txt" "${DISTRO_REQS[@]/#/-r}" 2>&1 \
+      | grep -v "^WARNING: Location" || true
+  fi
   "$PY" -c "import torch, rclpy, transformers, torchao, safetensors, cv2" \
     || { echo "dependency install failed" >&2; exit 1; }
   "$PY" "$ROOT/scripts/fix_wheel_cmake_paths.py" "$VENV"
@@ -106,10 +124,10 @@ ros_env() {
   export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
   export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-42}
   export ROS_PYTHON_CHECK_FIELDS=1
-  if [ -f "$ROOT/install/setup.bash" ]; then
+  if [ -f "$INSTALL/setup.bash" ]; then
     set +u
     # shellcheck disable=SC1091
-    source "$ROOT/install/setup.bash"
+    source "$INSTALL/setup.bash"
     set -u
   fi
 }
@@ -120,27 +138,47 @@ build() {
   ros_env
   # colcon builds the packages through build/src (a link to this directory): CMake refuses
   # exported include paths inside the source tree, and .venv's numpy headers are one.
-  mkdir -p "$ROOT/build"
-  ln -sfn .. "$ROOT/build/src"
-  log "colcon build"
-  colcon build --paths "${PACKAGES[@]/#/$SRC/}" --build-base "$ROOT/build" --install-base "$ROOT/install" \
+  mkdir -p "$BUILD"
+  ln -sfn .. "$BUILD/src"
+  log "colcon build (ROS 2 $DISTRO)"
+  colcon build --paths "${PACKAGES[@]/#/$SRC/}" --build-base "$BUILD" --install-base "$INSTALL" \
     --event-handlers console_cohesion- console_start_end- console_stderr- status- \
     --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=ON \
-    -DCMAKE_BUILD_TYPE=Release > "$ROOT/build/colcon-build.log" 2>&1 \
-    || { tail -n 60 "$ROOT/build/colcon-build.log" >&2; echo "colcon build failed: $ROOT/build/colcon-build.log" >&2; exit 1; }
-  echo "built anima_sam2_msgs and anima_sam2_ros into $ROOT/install (log: build/colcon-build.log)"
+    -DCMAKE_BUILD_TYPE=Release > "$BUILD/colcon-build.log" 2>&1 \
+    || { tail -n 60 "$BUILD/colcon-build.log" >&2; echo "colcon build failed: $BUILD/colcon-build.log" >&2; exit 1; }
+  echo "built ${PACKAGES[*]} into $INSTALL (log: ${BUILD#"$ROOT"/}/colcon-build.log)"
   ros_env
 }
 
-run_tests() {
-  build
-  log "colcon test"
-  rm -rf "$ROOT/build/anima_sam2_ros/test_results"
+# colcon test of this lane; extra arguments go to pytest (e.g. -m ros). Returns colcon
+# test-result's status (non-zero when a test failed or none ran).
+test_lane() {
+  log "colcon test (ROS 2 $DISTRO${*:+, pytest $*})"
+  rm -rf "$BUILD/anima_sam2_ros/pytest.xml" "$BUILD/anima_sam2_ros/test_results"
   # The whole test run sits in a private network namespace (loopback only) where possible.
-  "$ROOT/scripts/netns.sh" colcon test --paths "${PACKAGES[@]/#/$SRC/}" --build-base "$ROOT/build" --install-base "$ROOT/install" \
-    --event-handlers console_direct+ --return-code-on-test-failure || true
-  log "colcon test-result"
-  colcon test-result --test-result-base "$ROOT/build/anima_sam2_ros" --verbose
+  local pytest_args=()
+  [ $# -gt 0 ] && pytest_args=(--pytest-args "$@")
+  "$ROOT/scripts/netns.sh" colcon test --paths "${PACKAGES[@]/#/$SRC/}" --build-base "$BUILD" \
+    --install-base "$INSTALL" --event-handlers console_direct+ --return-code-on-test-failure \
+    "${pytest_args[@]}" || true
+  log "colcon test-result (ROS 2 $DISTRO)"
+  colcon test-result --test-result-base "$BUILD/anima_sam2_ros" --verbose
+}
+
+run_tests() {
+  local status=0 start
+  start=$(date +%s)
+  build
+  test_lane || status=1
+  echo "ROS 2 $DISTRO lane: $(( $(date +%s) - start )) s"
+  if [ "$DISTRO" = kilted ] && [ "${ANIMA_SKIP_JAZZY:-0}" != 1 ]; then
+    # The second distro: only the ROS tests (node, clients, launch, CLI) run again; engine-only
+    # tests are distro-independent and ran above.
+    start=$(date +%s)
+    ANIMA_DISTRO=jazzy "$0" test-lane -m ros || status=1
+    echo "ROS 2 jazzy lane: $(( $(date +%s) - start )) s"
+  fi
+  return $status
 }
 
 run_demo() {
@@ -153,7 +191,8 @@ case "${1:-}" in
   setup) setup ;;
   build) build ;;
   test) run_tests ;;
+  test-lane) shift; build; test_lane "$@" ;;
   demo) shift; run_demo "$@" ;;
   env) build; shift; exec "$@" ;;
-  *) echo "usage: $0 setup|build|test|demo|env CMD..." >&2; exit 2 ;;
+  *) echo "usage: [ANIMA_DISTRO=jazzy] $0 setup|build|test|test-lane [PYTEST ARGS]|demo|env CMD..." >&2; exit 2 ;;
 esac
