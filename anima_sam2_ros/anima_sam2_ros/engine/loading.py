@@ -10,8 +10,7 @@ Weights sources (the ``weights`` argument):
 * a single ``*.safetensors`` file with the requested architecture's tensor names.
 * a Hugging Face id (``org/name``): resolved only from the local cache (``$HF_HOME/hub``),
   never downloaded.
-* an INT8 artifact directory (contains ``quantization.json``): delegated to
-  ``anima_sam2_ros.quant.artifact.load_int8_artifact``.
+* an INT8 artifact directory (contains ``quantization.json``): ``int8_loader.load_int8_artifact``.
 
 Checkpoints must be ``Sam2VideoModel`` checkpoints: every tensor of the network must be present
 (strict). An image-only ``Sam2Model`` checkpoint lacks the memory modules the tracker needs and is
@@ -115,13 +114,15 @@ def _resolve_device(device: Any):
 
 def _build(spec: ModelSpec, seed: int):
     import torch
-    from transformers import Sam2VideoModel
 
+    from .hf_import import transformers_sam2
+
+    video_model_cls = transformers_sam2().Sam2VideoModel
     config = build_config(spec)
     # Seed the initialisation without disturbing the caller's global RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = Sam2VideoModel(config)
+        model = video_model_cls(config)
     return model.eval()
 
 
@@ -231,31 +232,14 @@ def _load_state(model: Any, state: dict[str, Any], source: str) -> None:
 
 
 def _load_int8_artifact(path: str, device: Any):
-    try:
-        from anima_sam2_ros.quant.artifact import load_int8_artifact
-    except ImportError as exc:
-        raise ModelLoadError(f"{path} is an INT8 artifact but anima_sam2_ros.quant.artifact is "
-                             f"unavailable: {exc}") from None
+    from .int8_loader import load_int8_artifact
+
     try:
         return load_int8_artifact(path, device)
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - foreign code: report any failure as a load error
         raise ModelLoadError(f"cannot load INT8 artifact {path}: {type(exc).__name__}: {exc}") from None
-
-
-def _quantize_int8(model: Any) -> None:
-    try:
-        from torchao.quantization import (
-            Int8DynamicActivationInt8WeightConfig,
-            quantize_,
-        )
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"precision 'int8' from FP32 weights needs torchao ({exc}); install torchao, or load an "
-            f"INT8 artifact made by `anima-sam2 quantize` (no torchao needed), or use precision fp16"
-        ) from None
-    quantize_(model, Int8DynamicActivationInt8WeightConfig())
 
 
 def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, precision: str = "fp32",
@@ -266,7 +250,7 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
         name: registry name (``sam2.1-hiera-{tiny,small,base-plus,large}``, optional ``-int8``
             suffix, or ``test-micro``).
         weights: ``"dummy"``, ``None`` (the registry default HF id; for an ``-int8`` name its
-            artifact in ``quant.artifact.default_artifact_dir`` when exported there), a local
+            artifact in ``int8_format.default_artifact_dir`` when exported there), a local
             directory / safetensors file, an HF id in the local cache, or an INT8 artifact
             directory.
         precision: ``fp32`` | ``bf16`` | ``fp16`` | ``int8`` (an ``-int8`` name implies int8).
@@ -291,7 +275,7 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
     if weights is None and int8_name:
         # A named INT8 model is its artifact when one was exported to the default place
         # (`anima-sam2 quantize` without --out); else the FP32 weights, quantized on load.
-        from anima_sam2_ros.quant.artifact import default_artifact_dir, is_int8_artifact
+        from .int8_format import default_artifact_dir, is_int8_artifact
 
         artifact_dir = default_artifact_dir(name)
         if is_int8_artifact(artifact_dir):
@@ -364,7 +348,9 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA out of memory
             raise ModelLoadError(f"cannot move {spec.name} to {dev}: {type(exc).__name__}: {exc}") from None
         if precision == "int8":
-            _quantize_int8(model)
+            from .torchao_support import quantize_dynamic_int8
+
+            quantize_dynamic_int8(model)
     for param in model.parameters():
         param.requires_grad_(False)
     from .position_cache import cache_position_encodings

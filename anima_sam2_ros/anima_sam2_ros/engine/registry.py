@@ -153,8 +153,9 @@ def _feature_sizes(image_size: int) -> list[list[int]]:
 
 def build_config(spec: ModelSpec):
     """Build the transformers ``Sam2VideoConfig`` of a spec (imports transformers)."""
-    from transformers import Sam2VideoConfig
+    from .hf_import import transformers_sam2
 
+    video_config_cls = transformers_sam2().Sam2VideoConfig
     size = spec.image_size
     embed = spec.backbone["embed_dim_per_stage"]
     backbone = dict(spec.backbone)
@@ -171,7 +172,7 @@ def build_config(spec: ModelSpec):
     decoder = dict(spec.mask_decoder)
     video = {"memory_attention_rope_feat_sizes": [size // 16, size // 16]}
     video.update(spec.video)
-    return Sam2VideoConfig(
+    return video_config_cls(
         vision_config=vision,
         prompt_encoder_config=prompt,
         mask_decoder_config=decoder,

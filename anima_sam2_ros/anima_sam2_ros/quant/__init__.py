@@ -1,9 +1,13 @@
-"""INT8 artifacts of SAM 2.1: quantize (torchao), export (plain safetensors), reload, evaluate.
+"""INT8 tooling for SAM 2.1: quantize (torchao), export (plain safetensors), evaluate, model card.
+
+The engine reads and runs artifacts (``engine/int8_format.py``, ``engine/int8_loader.py``,
+``engine/int8_linear.py``, ``engine/torchao_support.py``); this package writes them and imports
+the engine, never the reverse.
 
 Modules:
 
-* ``artifact``: the ``anima-sam2-int8`` format — ``export_int8_artifact``, ``load_int8_artifact``,
-  ``default_artifact_dir``, the pure-torch ``Int8Linear`` fallback.
+* ``flatten``: torchao ``Int8Tensor`` weights -> plain tensors + a JSON scheme.
+* ``export``: ``export_int8_artifact``, sizes, parameter counts, ``preprocessor_config.json``.
 * ``quantize``: ``quantize_model`` and the ``anima-sam2 quantize`` command (``main_quantize``).
 * ``evaluate``: INT8 vs FP32 fidelity on synthetic scenes, ``anima-sam2 evaluate`` (``main_evaluate``).
 * ``model_card``: the generated ``README.md``.
@@ -17,11 +21,11 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "export_int8_artifact": ".artifact",
-    "load_int8_artifact": ".artifact",
-    "default_artifact_dir": ".artifact",
-    "is_int8_artifact": ".artifact",
-    "verify_artifact": ".artifact",
+    "export_int8_artifact": ".export",
+    "load_int8_artifact": "anima_sam2_ros.engine.int8_loader",
+    "default_artifact_dir": "anima_sam2_ros.engine.int8_format",
+    "is_int8_artifact": "anima_sam2_ros.engine.int8_format",
+    "verify_artifact": "anima_sam2_ros.engine.int8_format",
     "quantize_model": ".quantize",
     "main_quantize": ".quantize",
     "register": ".quantize",

@@ -417,9 +417,8 @@ def _load_side(spec: str, weights: Optional[str], device: str, seed: int):
     """An artifact directory, or a registry name (+ weights) through ``engine.load_model``."""
     import os
 
+    from anima_sam2_ros.engine.int8_format import is_int8_artifact, read_quantization_info
     from anima_sam2_ros.engine.loading import load_model
-
-    from .artifact import is_int8_artifact, read_quantization_info
 
     if is_int8_artifact(os.path.expanduser(spec)):
         path = os.path.expanduser(spec)
@@ -428,7 +427,7 @@ def _load_side(spec: str, weights: Optional[str], device: str, seed: int):
         if model:
             return load_model(model + "-int8", weights=path, device=device), bool(
                 (info.get("source") or {}).get("is_dummy"))
-        from .artifact import load_int8_artifact
+        from anima_sam2_ros.engine.int8_loader import load_int8_artifact
 
         return load_int8_artifact(path, device), bool((info.get("source") or {}).get("is_dummy"))
     loaded = load_model(spec, weights=weights, device=device, seed=seed)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
-from .artifact import CARD_FILE, FIDELITY_FILE, FORMAT, MODEL_FILE, QUANT_FILE
+from anima_sam2_ros.engine.int8_format import CARD_FILE, FIDELITY_FILE, FORMAT, MODEL_FILE, QUANT_FILE
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -120,8 +120,9 @@ def render_model_card(info: Dict[str, Any], fidelity: Optional[Dict[str, Any]] =
         "from anima_sam2_ros.engine import load_model",
         f"model = load_model(\"{model}-int8\", weights=\"<this directory>\")",
         "```", "",
-        "or `anima_sam2_ros.quant.load_int8_artifact(\"<this directory>\", \"cpu\")` for the bare "
-        "`Sam2VideoModel`. The loader checks the sha256 of every file and never unpickles anything.",
+        "or `anima_sam2_ros.engine.int8_loader.load_int8_artifact(\"<this directory>\", \"cpu\")` "
+        "for the bare `Sam2VideoModel`. The loader checks the sha256 of every file and never "
+        "unpickles anything.",
         "",
     ]
     return "\n".join(lines)

@@ -28,16 +28,19 @@ import sys
 import time
 from typing import Any, Callable, List, Optional, Sequence
 
-from .artifact import RECIPES, default_artifact_dir, unwrap_model
+from anima_sam2_ros.engine.int8_format import RECIPES, default_artifact_dir
+from anima_sam2_ros.engine.torchao_support import import_torchao
+
+from .flatten import unwrap_model
 
 LOG = logging.getLogger("anima_sam2_ros.quant")
 
 
 def _torchao_config(recipe: str):
-    try:
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
-    except ImportError as exc:
-        raise RuntimeError(f"quantizing needs torchao (pip install torchao): {exc}") from None
+    if import_torchao() is None:
+        raise RuntimeError("quantizing needs torchao (pip install torchao): it does not import here")
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig
+
     if recipe == "int8-dynamic":
         # per-token symmetric int8 activations, per-output-channel symmetric int8 weights
         return Int8DynamicActivationInt8WeightConfig(set_inductor_config=False)
@@ -61,12 +64,13 @@ def quantize_model(model: Any, recipe: str = "int8-dynamic",
         the module paths of the quantized layers.
     """
     import torch
-    from torchao.quantization import quantize_
 
-    from .artifact import quantized_linear_names
+    from .flatten import quantized_linear_names
 
     net = unwrap_model(model)
     config = _torchao_config(recipe)
+    from torchao.quantization import quantize_
+
     if quantized_linear_names(net):
         raise ValueError("the model is already quantized")
     bad = [n for n, m in net.named_modules()
@@ -135,9 +139,10 @@ def run_quantize(args: argparse.Namespace) -> int:
     import torch
 
     from anima_sam2_ros.engine.errors import EngineError
+    from anima_sam2_ros.engine.int8_loader import load_int8_artifact
     from anima_sam2_ros.engine.loading import load_model
 
-    from .artifact import export_int8_artifact, load_int8_artifact, measure_fp32_safetensors_bytes
+    from .export import export_int8_artifact, measure_fp32_safetensors_bytes
     from .model_card import write_model_card
 
     base = _strip_int8(args.model)

@@ -14,13 +14,11 @@ import pytest
 import torch
 import torchao  # noqa: F401  (pinned: the quantize path must be tested, never skipped)
 
+from anima_sam2_ros.engine import int8_format as art
 from anima_sam2_ros.engine.errors import ModelLoadError
-from anima_sam2_ros.quant import artifact as art
-from anima_sam2_ros.quant.artifact import (
-    default_artifact_dir,
-    export_int8_artifact,
-    load_int8_artifact,
-)
+from anima_sam2_ros.engine.int8_format import default_artifact_dir
+from anima_sam2_ros.engine.int8_loader import load_int8_artifact
+from anima_sam2_ros.quant.export import export_int8_artifact
 from anima_sam2_ros.quant.quantize import quantize_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -187,7 +185,7 @@ def test_pure_torch_fallback_matches(exported):
     """Without torchao the loader builds Int8Linear modules: same numbers (bit-exact on CPU here)."""
     recipe, qmodel, names, out = exported
     loaded = load_int8_artifact(out, "cpu", use_torchao=False)
-    from anima_sam2_ros.quant.artifact import Int8Linear
+    from anima_sam2_ros.engine.int8_linear import Int8Linear
 
     assert isinstance(loaded.get_submodule(names[0]), Int8Linear)
     assert not any(type(p).__name__ == "Int8Tensor" for p in loaded.parameters())
@@ -217,7 +215,7 @@ import socket
 def _nonet(*a, **k): raise AssertionError("network access")
 socket.socket.connect = _nonet
 sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
-from anima_sam2_ros.quant.artifact import load_int8_artifact
+from anima_sam2_ros.engine.int8_loader import load_int8_artifact
 from test_int8 import _logits
 for path, expected in {checks!r}:
     m = load_int8_artifact(path, "cpu")
@@ -245,8 +243,8 @@ def test_load_model_integration(tmp_path):
 
 def test_int8_name_resolves_to_default_artifact_dir(tmp_path, monkeypatch):
     """`load_model("<name>-int8")` without weights loads the artifact exported to its default place."""
+    from anima_sam2_ros.engine.int8_format import default_artifact_dir
     from anima_sam2_ros.engine.loading import load_model
-    from anima_sam2_ros.quant.artifact import default_artifact_dir
 
     monkeypatch.setenv("ANIMA_SAM2_HOME", str(tmp_path))
     with pytest.raises(ModelLoadError) as err:  # nothing exported yet: the error names the place
@@ -433,7 +431,7 @@ def test_register_adds_subcommands():
 
 
 def test_import_is_light():
-    code = ("import sys; import anima_sam2_ros.quant as q; import anima_sam2_ros.quant.artifact; "
+    code = ("import sys; import anima_sam2_ros.quant as q; import anima_sam2_ros.engine.int8_format; "
             "assert 'torch' not in sys.modules and 'rclpy' not in sys.modules, sorted(sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=str(REPO)),
                          capture_output=True, text=True, timeout=60)

@@ -269,7 +269,7 @@ def test_int8_on_cpu_warns_only_without_int8_dot_instructions(flags, warned, cap
 
 
 def test_int8_artifact_is_delegated(micro_dir, micro_model, tmp_path, scene):
-    from anima_sam2_ros.quant import artifact
+    from anima_sam2_ros.quant import export as artifact
 
     quantized = load_model("test-micro", weights=micro_dir, precision="int8", device="cpu")
     out = artifact.export_int8_artifact(quantized, tmp_path / "int8")

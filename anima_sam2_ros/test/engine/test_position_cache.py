@@ -104,7 +104,7 @@ def test_tracking_with_cache_equals_tracking_without(micro_model, scene):
 
 
 def test_int8_artifact_and_dummy_loads_are_cached(micro_dir, tmp_path):
-    from anima_sam2_ros.quant import artifact
+    from anima_sam2_ros.quant import export as artifact
 
     dummy = load_model("test-micro", weights="dummy", device="cpu")
     assert len(position_caches(dummy.model)) == 2
