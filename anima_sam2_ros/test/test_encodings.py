@@ -189,6 +189,11 @@ def test_node_segments_and_tracks_yuv422_yuy2_camera_frames(yuv_node):
     assert result.reason == "max_frames" and result.frames_processed == 3, result.reason
     assert len(feedback) == 3 and all([o.object_id for o in f.masks.objects] == [3] for f in feedback)
     assert "not supported" not in node.log()
+    # Dummy weights: the node's ~/overlay carries the red "DUMMY WEIGHTS" strip on every frame.
+    assert wait_for(lambda: len(client.messages("overlay")) >= 3, 10.0)
+    for ov in client.messages("overlay")[-3:]:
+        arr = np.frombuffer(bytes(ov.data), np.uint8).reshape(ov.height, ov.width, 3)
+        assert ov.encoding == "bgr8" and np.mean(np.all(arr[1:4] == (0, 0, 200), axis=2)) > 0.9
 
 
 def test_node_request_images_in_new_encodings_equal_their_rgb8(yuv_node):

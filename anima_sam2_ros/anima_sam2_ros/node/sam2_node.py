@@ -604,7 +604,10 @@ class Sam2Node(LifecycleNode):
         if overlay_pub is not None:
             from anima_sam2_ros.engine.preprocess import to_rgb
 
-            overlay = viz.overlay_image(to_rgb(frame.image, frame.encoding), results, p.output_overlay_alpha)
+            # Dummy weights: every overlay frame says so (viz.DUMMY_BANNER).
+            banner = viz.DUMMY_BANNER if getattr(self._model, "is_dummy", False) else None
+            overlay = viz.overlay_image(to_rgb(frame.image, frame.encoding), results,
+                                        p.output_overlay_alpha, banner=banner)
             overlay_pub.publish(conversions.image_msg(overlay, "bgr8", header))
         if marker_pub is not None:
             marker_pub.publish(viz.marker_array(results, header))

@@ -116,29 +116,86 @@ def _to_bgr(image_rgb: np.ndarray) -> np.ndarray:
     raise ValueError(f"overlay_image needs an (H, W, 3) RGB or (H, W) mono image, got {img.shape}")
 
 
-def overlay_image(image_rgb: np.ndarray, results: Sequence[ObjectResult], alpha: float = 0.5) -> np.ndarray:
-    """bgr8 overlay: masks blended over the image, contours, and ``id score`` labels.
+#: The banner every overlay carries when the model has dummy (random) weights.
+DUMMY_BANNER = "DUMMY WEIGHTS: masks are meaningless"
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _text_style(h: int, w: int) -> Tuple[float, int]:
+    """Font scale and stroke of labels: about 11 px tall at 240 px, 32 px at 1080 px, smaller below."""
+    size = min(h, w)
+    return max(min(0.45, size / 300.0), size / 720.0), max(1, int(round(size / 400.0)))
+
+
+def _label(out: np.ndarray, text: str, anchor: Tuple[int, int], colour: Tuple[int, int, int],
+           top: int = 0) -> None:
+    """``text`` on a filled box of ``colour`` with its top-left near ``anchor``, kept inside the image."""
+    h, w = out.shape[:2]
+    scale, stroke = _text_style(h, w)
+    (tw, th), base = cv2.getTextSize(text, _FONT, scale, stroke)
+    pad = max(2, th // 4)
+    bw, bh = tw + 2 * pad, th + base + 2 * pad
+    x = min(max(int(anchor[0]), 0), max(w - bw, 0))
+    y = int(anchor[1]) - bh  # above the box when there is room, else just inside it
+    if y < top:
+        y = int(anchor[1]) + 1
+    y = min(max(y, top), max(h - bh, 0))
+    cv2.rectangle(out, (x, y), (x + bw - 1, y + bh - 1), colour, cv2.FILLED)
+    b, g, r = colour
+    ink = (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
+    cv2.putText(out, text, (x + pad, y + pad + th), _FONT, scale, ink, stroke, cv2.LINE_AA)
+
+
+def _banner_layout(h: int, w: int, text: str) -> Tuple[float, int, int, int, int, int]:
+    """(scale, stroke, strip height, text width, text height, padding) of a banner."""
+    stroke = max(1, int(round(min(h, w) / 360.0)))
+    (tw1, _), _ = cv2.getTextSize(text, _FONT, 1.0, stroke)
+    scale = max(0.3, min(0.94 * w / max(tw1, 1), max(0.5, min(h, w) / 540.0)))
+    (tw, th), base = cv2.getTextSize(text, _FONT, scale, stroke)
+    pad = max(3, th // 3)
+    return scale, stroke, min(th + base + 2 * pad, h), tw, th, pad
+
+
+def draw_banner(out: np.ndarray, text: str = DUMMY_BANNER) -> int:
+    """A white-on-red strip across the top of ``out`` (in place), sized to fit; returns its height."""
+    h, w = out.shape[:2]
+    scale, stroke, bh, tw, th, pad = _banner_layout(h, w, text)
+    cv2.rectangle(out, (0, 0), (w - 1, bh - 1), (0, 0, 200), cv2.FILLED)
+    cv2.putText(out, text, (max((w - tw) // 2, 2), pad + th), _FONT, scale, (255, 255, 255), stroke,
+                cv2.LINE_AA)
+    return bh
+
+
+def overlay_image(image_rgb: np.ndarray, results: Sequence[ObjectResult], alpha: float = 0.5,
+                  banner: Optional[str] = None) -> np.ndarray:
+    """bgr8 overlay: masks blended in each object's colour, contours, and ``id N score`` labels.
 
     ``image_rgb`` is (H, W, 3) RGB uint8 (or (H, W) mono8); ``alpha`` in [0, 1] is the mask
-    opacity. Objects later in ``results`` cover earlier ones. Returns a new (H, W, 3) uint8
-    array in BGR order (publish it as ``bgr8``).
+    opacity. Objects later in ``results`` cover earlier ones. Contours and labels (a filled box
+    in the object's colour) scale with the image, legible from 320x240 to 1080p. ``banner``
+    (e.g. ``DUMMY_BANNER``) is drawn as a red strip across the top, labels kept below it.
+    Returns a new (H, W, 3) uint8 array in BGR order (publish it as ``bgr8``).
     """
     out = _to_bgr(image_rgb)  # always a new array
     h, w = out.shape[:2]
     alpha = float(min(max(alpha, 0.0), 1.0))
+    top = 0
+    if results:
+        idx = _index_image(results, (h, w))
+        covered = idx > 0
+        if alpha > 0.0 and covered.any():
+            lut = np.array([(0, 0, 0)] + [color_for_id(r.object_id) for r in results], dtype=np.float32)
+            colours = lut[idx[covered]]
+            blended = out[covered].astype(np.float32) * (1.0 - alpha) + colours * alpha
+            out[covered] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    if banner:  # drawn last, over everything; labels are kept below it
+        top = _banner_layout(h, w, banner)[2]
     if not results:
+        if banner:
+            draw_banner(out, banner)
         return out
-    idx = _index_image(results, (h, w))
-    covered = idx > 0
-    if alpha > 0.0 and covered.any():
-        lut = np.array([(0, 0, 0)] + [color_for_id(r.object_id) for r in results], dtype=np.float32)
-        colours = lut[idx[covered]]
-        blended = out[covered].astype(np.float32) * (1.0 - alpha) + colours * alpha
-        out[covered] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-    size = min(h, w)
-    thickness = max(1, int(round(size / 240)))
-    font_scale = max(0.35, size / 800.0)
-    font = cv2.FONT_HERSHEY_SIMPLEX
+    thickness = max(1, int(round(min(h, w) / 200.0)))
+    outline = min(h, w) >= 200  # thumbnails: the coloured contour only
     for i, res in enumerate(results):
         box = _bbox(res, (h, w))
         if box is None:
@@ -149,13 +206,13 @@ def overlay_image(image_rgb: np.ndarray, results: Sequence[ObjectResult], alpha:
         if not crop.any():
             continue
         contours, _ = cv2.findContours(crop, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE, offset=(x0, y0))
+        # A dark outline under the coloured one keeps the contour visible on any background.
+        if outline:
+            cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2, cv2.LINE_AA)
         cv2.drawContours(out, contours, -1, colour, thickness, cv2.LINE_AA)
-        text = f"{int(res.object_id)} {float(res.score):.2f}"
-        (tw, th), base = cv2.getTextSize(text, font, font_scale, thickness)
-        tx = min(max(x0, 0), max(w - tw, 0))
-        ty = y0 - base - 2 if y0 - th - base - 2 >= 0 else min(y0 + th + 2, h - base)
-        cv2.putText(out, text, (tx, ty), font, font_scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-        cv2.putText(out, text, (tx, ty), font, font_scale, colour, thickness, cv2.LINE_AA)
+        _label(out, f"id {int(res.object_id)}  {float(res.score):.2f}", (x0, y0), colour, top)
+    if banner:
+        draw_banner(out, banner)
     return out
 
 
@@ -238,4 +295,5 @@ def marker_array(results: Sequence[ObjectResult], header, ns: str = "sam2",
     return arr
 
 
-__all__ = ["PIXEL_SIZE_M", "color_for_id", "label_image", "marker_array", "overlay_image"]
+__all__ = ["DUMMY_BANNER", "PIXEL_SIZE_M", "color_for_id", "draw_banner", "label_image",
+           "marker_array", "overlay_image"]
