@@ -19,7 +19,14 @@ Parameters (all read at start-up):
 ``start_index``     0                       index of the first frame of the sequence
 ``wait_for_subscriber`` false               hold frame 0 until a subscriber is matched
 ``hfov_deg``        60.0                    horizontal field of view of the pinhole camera_info
+``publish_depth``   false                   also publish ``depth/image_raw`` (16UC1 mm, registered)
 ==================  ======================  ================================================
+
+With ``publish_depth`` the node also publishes a depth image registered to the colour image (same
+size, intrinsics, stamp and frame): ``SyntheticScene.depth_mm(i)``, each object a fronto-parallel
+surface at its own distance (disc 1.0 m, square 1.5 m, triangle 1.2 m) in front of a background
+plane at 2.5 m. ``box_scene()`` renders a box of known size and position (ground truth for the
+per-object 3D tests and bench).
 
 The scene (``SyntheticScene``, usable without ROS: ``SyntheticScene(w, h).render(i)``): a
 static textured background (smooth colour gradient, a soft checkerboard and fine deterministic
@@ -161,10 +168,59 @@ class SyntheticScene:
             labels[layer >= 128] = obj + 1
         return [labels == obj + 1 for obj in range(len(OBJECT_NAMES))]
 
+    #: Distances (m) of the depth image: disc, square, triangle, background.
+    DEPTHS_M = (1.0, 1.5, 1.2)
+    BACKGROUND_M = 2.5
+
+    def depth_mm(self, index: int) -> np.ndarray:
+        """Registered depth of frame ``index``: (H, W) uint16 millimetres (16UC1), same occlusion."""
+        depth = np.full((self.height, self.width), int(self.BACKGROUND_M * 1000), np.uint16)
+        for obj, mask in enumerate(self.masks(index)):
+            depth[mask] = int(self.DEPTHS_M[obj] * 1000)
+        return depth
+
     def centers(self, index: int) -> Dict[str, Tuple[float, float]]:
         """Object centres (x, y) in pixels on frame ``index``."""
         return {"disc": self._disc(index), "square": self._square(index),
                 "triangle": self._triangle(index)[1]}
+
+
+def intrinsics(width: int, height: int, hfov_deg: float = 60.0) -> Tuple[float, float, float]:
+    """``(f, cx, cy)`` of the synthetic pinhole camera (square pixels, centred principal point)."""
+    f = (width / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
+    return f, width / 2.0, height / 2.0
+
+
+def box_scene(width: int = 640, height: int = 480, hfov_deg: float = 60.0,
+              center: Tuple[float, float, float] = (0.02, -0.01, 1.0),
+              size: Tuple[float, float, float] = (0.30, 0.20, 0.15),
+              background_m: float = 2.0) -> Tuple[np.ndarray, np.ndarray, Dict[str, np.ndarray]]:
+    """A box in front of a wall, as a registered depth image with ground truth.
+
+    The box is axis-aligned in the optical frame with its ``center`` and ``size`` (metres) and
+    straddles the optical axis, so only its front face (at ``z = center.z - size.z / 2``) is
+    visible. Returns ``(depth_m float32 (H, W), box_mask bool (H, W), truth)`` where ``truth`` has
+    ``centroid`` (the front face's centre) and ``extent`` (``size.x, size.y, 0``) of the visible
+    surface, and ``k`` (row-major 3x3 camera matrix).
+    """
+    cx_b, cy_b, cz_b = center
+    sx, sy, sz = size
+    if abs(cx_b) >= sx / 2 or abs(cy_b) >= sy / 2:
+        raise ValueError("the box must straddle the optical axis (only its front face visible)")
+    f, cx, cy = intrinsics(width, height, hfov_deg)
+    z0 = cz_b - sz / 2.0
+    u = np.arange(width, dtype=np.float64)
+    v = np.arange(height, dtype=np.float64)
+    x = (u - cx) * z0 / f
+    y = (v - cy) * z0 / f
+    in_x = (x >= cx_b - sx / 2) & (x <= cx_b + sx / 2)
+    in_y = (y >= cy_b - sy / 2) & (y <= cy_b + sy / 2)
+    mask = in_y[:, None] & in_x[None, :]
+    depth = np.full((height, width), background_m, np.float32)
+    depth[mask] = z0
+    truth = {"centroid": np.array([cx_b, cy_b, z0]), "extent": np.array([sx, sy, 0.0]),
+             "k": np.array([f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0])}
+    return depth, mask, truth
 
 
 def convert(image_rgb: np.ndarray, encoding: str) -> np.ndarray:
@@ -191,6 +247,20 @@ def image_msg(frame: np.ndarray, encoding: str, header):
     msg.step = msg.width * channels
     # array.array is fast to assign with field checks on (bytes is ~100x slower there).
     msg.data = array.array("B", np.ascontiguousarray(frame).tobytes())
+    return msg
+
+
+def depth_msg(depth_mm: np.ndarray, header):
+    """``sensor_msgs/Image`` 16UC1 (millimetres, little-endian) for a uint16 depth array."""
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(depth_mm.shape[0]), int(depth_mm.shape[1])
+    msg.encoding = "16UC1"
+    msg.is_bigendian = 0
+    msg.step = msg.width * 2
+    msg.data = array.array("B", np.ascontiguousarray(depth_mm, dtype="<u2").tobytes())
     return msg
 
 
@@ -248,6 +318,8 @@ def _make_node_class():
             self.hfov = p("hfov_deg", 60.0, desc("horizontal field of view for camera_info [deg]",
                                                  floating_point_range=[FloatingPointRange(
                                                      from_value=1.0, to_value=179.0, step=0.0)])).value
+            self.publish_depth = p("publish_depth", False, desc(
+                "also publish depth/image_raw (16UC1 mm, registered to the colour image)")).value
             if self.encoding not in ENCODINGS:
                 raise ValueError(f"parameter encoding={self.encoding!r}: use one of {', '.join(ENCODINGS)}")
             reliability = ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT
@@ -256,6 +328,8 @@ def _make_node_class():
             self.scene = SyntheticScene(self.width, self.height)
             self.image_pub = self.create_publisher(Image, "image_raw", qos)
             self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
+            self.depth_pub = (self.create_publisher(Image, "depth/image_raw", qos) if self.publish_depth
+                              else None)
             self.published = 0
             self.done = False
             self.timer = self.create_timer(1.0 / float(self.rate), self._tick)
@@ -275,6 +349,8 @@ def _make_node_class():
             frame = convert(self.scene.render(self.index), self.encoding)
             self.image_pub.publish(image_msg(frame, self.encoding, header))
             self.info_pub.publish(camera_info_msg(self.width, self.height, self.hfov, header))
+            if self.depth_pub is not None:
+                self.depth_pub.publish(depth_msg(self.scene.depth_mm(self.index), header))
             self.index += 1
             self.published += 1
             if self.frames and self.published >= self.frames:
