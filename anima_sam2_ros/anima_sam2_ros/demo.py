@@ -47,8 +47,17 @@ CAMERA_NS = "/camera"
 BANNER = "=" * 78
 
 
+_T0 = time.monotonic()
+STAGES = 4  # start processes, node start-up, segment, track
+
+
 def _log(text: str) -> None:
-    print(f"[demo] {text}", flush=True)
+    print(f"[demo {time.monotonic() - _T0:6.1f}s] {text}", flush=True)
+
+
+def _stage(n: int, text: str) -> None:
+    """A numbered stage line: ``[demo  12.3s] [2/4] text``."""
+    _log(f"[{n}/{STAGES}] {text}")
 
 
 def _installed_share() -> pathlib.Path:
@@ -104,6 +113,28 @@ def _stop(proc: Optional[subprocess.Popen], name: str, timeout: float = 20.0) ->
             proc.kill()
             proc.wait(5)
     return proc.returncode
+
+
+class _Heartbeat:
+    """Called while waiting: every ``period`` s one line with the time left and the node's last log line."""
+
+    def __init__(self, deadline: float, log_path: pathlib.Path, period: float = 10.0) -> None:
+        self.deadline, self.log_path, self.period = deadline, log_path, period
+        self.next = time.monotonic() + period
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now >= self.next:
+            self.next = now + self.period
+            last = ""
+            try:
+                lines = [ln for ln in self.log_path.read_text(errors="replace").splitlines() if ln.strip()]
+                last = lines[-1].strip()[:140] if lines else ""
+            except OSError:
+                pass
+            _log(f"      still starting ({max(self.deadline - now, 0):.0f} s left before giving up)"
+                 + (f"; node: {last}" if last else ""))
+        return False
 
 
 def _percentile(values: List[float], q: float) -> float:
@@ -258,10 +289,10 @@ def run(args: argparse.Namespace) -> int:
     status = 1
     t_start = time.monotonic()
     try:
-        _log(f"starting sam2_node (model {args.model}, weights {args.weights}, {args.precision}, "
-             f"device {args.device}); log: {out / 'node.log'}")
+        _log(f"[1/{STAGES}] starting sam2_node (model {args.model}, weights {args.weights}, "
+             f"{args.precision}, device {args.device}); log: {out / 'node.log'}")
         node = _start(node_cmd, out / "node.log")
-        _log(f"starting camera_source ({args.width}x{args.height} @ {args.rate:g} Hz); "
+        _log(f"[1/{STAGES}] starting camera_source ({args.width}x{args.height} @ {args.rate:g} Hz); "
              f"log: {out / 'camera.log'}")
         camera = _start(cam_cmd, out / "camera.log")
         client = _Client()
@@ -291,16 +322,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"{BANNER}\n  REMINDER: DUMMY WEIGHTS, the overlays show MEANINGLESS masks.\n{BANNER}",
               flush=True)
     _log(f"{'done' if status == 0 else 'FAILED'}: {out / 'summary.txt'}")
+    pngs = summary["overlay_pngs"]
+    if pngs:
+        print(f"Overlay images ({len(pngs)}): {out}/overlay_*.png  (first {out / pngs[0]}, last "
+              f"{out / pngs[-1]})", flush=True)
+    else:
+        print(f"No overlay images were received; logs in {out}", flush=True)
+    print(f"Summary: {out / 'summary.txt'} and {out / 'summary.json'}; logs: {out / 'node.log'}, "
+          f"{out / 'camera.log'}", flush=True)
     return status
 
 
 def _exercise(args, client: _Client, node: subprocess.Popen, summary: Dict[str, Any], point, t_start) -> int:
     """Segment, then track; fills ``summary``; returns the exit status."""
     # 1. The node is up once its segment service answers success (model loaded, active, a frame).
-    _log(f"waiting for /{NODE_NAME} to load the model and see a camera frame "
-         f"(up to {args.startup_timeout:g} s) ...")
+    _stage(2, f"waiting for /{NODE_NAME} to import torch/transformers, load {args.model} and see a camera "
+              f"frame (usually 20-60 s on 2 CPU cores, at most {args.startup_timeout:g} s)")
     deadline = t_start + args.startup_timeout
-    if not client.spin_until(lambda: node.poll() is not None or client.segment.service_is_ready(),
+    beat = _Heartbeat(deadline, pathlib.Path(args.out).resolve() / "node.log")
+    if not client.spin_until(lambda: beat() or node.poll() is not None or client.segment.service_is_ready(),
                              max(deadline - time.monotonic(), 0)):
         _log("the segment service never appeared: see node.log")
         return 1
@@ -320,6 +360,7 @@ def _exercise(args, client: _Client, node: subprocess.Popen, summary: Dict[str, 
         if res.message != last_message:
             _log(f"segment not ready yet: {res.message}")
             last_message = res.message
+        beat()
         client.spin_for(0.5)
     if node.poll() is not None:
         _log(f"sam2_node exited with code {node.returncode}: see node.log")
@@ -334,7 +375,7 @@ def _exercise(args, client: _Client, node: subprocess.Popen, summary: Dict[str, 
     summary["segment"] = {"inference_ms": round(float(res.inference_ms), 2),
                           "round_trip_ms": round(round_trip_ms, 2), "message": res.message, "objects": objs,
                           "stamp_ns": _stamp_ns(res.result.header)}
-    _log(f"node ready after {summary['startup_s']:.1f} s")
+    _stage(3, f"node ready after {summary['startup_s']:.1f} s; segment on the latest frame")
     _log(f"segment at ({point[0]:.0f}, {point[1]:.0f}): {res.message}; inference {res.inference_ms:.1f} ms, "
          f"round trip {round_trip_ms:.1f} ms; objects {objs}")
 
@@ -354,8 +395,11 @@ def _exercise(args, client: _Client, node: subprocess.Popen, summary: Dict[str, 
                          "stamp_ns": _stamp_ns(fb.masks.header), "t": time.monotonic(),
                          "visible": bool(obj.visible) if obj else False,
                          "score": float(obj.score) if obj else 0.0, "event": obj.event if obj else ""})
-        if len(feedback) == 1 or len(feedback) % 10 == 0 or len(feedback) == args.frames:
-            _log(f"track frame {fb.frame_index}: latency {fb.latency_ms:.1f} ms"
+        n = len(feedback)
+        if n == 1 or n % 5 == 0 or n == args.frames:
+            per_frame = (feedback[-1]["t"] - feedback[0]["t"]) / (n - 1) if n > 1 else 0.0
+            left = f", ~{per_frame * (args.frames - n):.0f} s left" if n > 1 and n < args.frames else ""
+            _log(f"track {n}/{args.frames} frames{left}: latency {fb.latency_ms:.1f} ms"
                  + (f", object {obj.object_id} visible={obj.visible} score {obj.score:.3f}" if obj else ""))
 
     cam_before = len(client.camera_stamps)
@@ -366,7 +410,7 @@ def _exercise(args, client: _Client, node: subprocess.Popen, summary: Dict[str, 
         return 1
     handle = send.result()
     summary["_goal_handle"] = handle
-    _log(f"track goal accepted: {args.frames} frames")
+    _stage(4, f"track goal accepted: {args.frames} frames at up to {args.rate:g} Hz")
     result_future = handle.get_result_async()
     budget = 60.0 + 5.0 * args.frames / max(args.rate, 0.1)
     if not client.spin_until(result_future.done, budget):
@@ -429,8 +473,38 @@ def _write_overlays(out: pathlib.Path, overlays: List[Any], summary: Dict[str, A
     return names
 
 
+def explain_rate(summary: Dict[str, Any]) -> List[str]:
+    """What limited the tracking frame rate, in words: the node's time per frame vs the camera's period."""
+    t = summary.get("track")
+    if not t or not t.get("latency_ms", {}).get("mean"):
+        return []
+    rate = float(summary["camera"]["rate_hz"])
+    period_ms = 1000.0 / rate if rate > 0 else float("inf")
+    node_ms = float(t["latency_ms"]["p50"] or t["latency_ms"]["mean"])
+    fps = t.get("fps")
+    seen, done = int(t.get("camera_frames_during_goal") or 0), int(t["frames_processed"])
+    skipped = max(seen - done, 0)
+    fps_text = f"{fps:.2f} frames/s" if fps else "n/a"
+    lines = [f"What limited the frame rate: tracked at {fps_text}; the camera sent {rate:g} frames/s "
+             f"(one every {period_ms:.0f} ms) and the node needed {node_ms:.0f} ms per frame (median, "
+             "from the frame's arrival to its result)."]
+    if node_ms > 0.9 * period_ms:
+        lines.append(f"  -> INFERENCE-BOUND: each frame takes longer than the camera's period, so inference, "
+                     f"not the camera, set the pace ({fps_text}). {skipped} of {seen} camera frames "
+                     "arrived while it was busy and were skipped (by design the node always takes the "
+                     "newest frame, so results never lag behind). A smaller model, a GPU, or a lower "
+                     "camera rate removes the skips.")
+    else:
+        lines.append(f"  -> CAMERA-BOUND: the node needs less time than the camera's period, so it kept up "
+                     f"with the camera ({done} of {seen} frames tracked; the camera rate set the pace). "
+                     "A faster camera (--rate) would raise the frame rate until inference takes the "
+                     f"whole period (~{1000.0 / max(node_ms, 1e-3):.0f} frames/s here).")
+    if summary.get("dummy_weights"):
+        lines.append("  Timing is real; with dummy weights the masks are not (same network size and speed).")
+    return lines
+
+
 def _write_summary(out: pathlib.Path, summary: Dict[str, Any]) -> None:
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     lines = []
     if summary.get("dummy_weights"):
         lines += [BANNER, "DUMMY (RANDOM) WEIGHTS: the masks are MEANINGLESS (plumbing/timing demo).", BANNER]
@@ -454,9 +528,12 @@ def _write_summary(out: pathlib.Path, summary: Dict[str, Any]) -> None:
                      f"max {lat['max']}")
         lines.append(f"camera frames during the goal {t['camera_frames_during_goal']}, dropped (not tracked) "
                      f"~{t['dropped_frames_estimate']}; node total dropped {t['node_frames_dropped_total']}")
+    summary["explanation"] = explain_rate(summary)
+    lines += summary["explanation"]
     lines.append(f"overlay PNGs: {len(summary.get('overlay_pngs', []))} "
                  f"({summary.get('overlays_matching_track_feedback', 0)} match a track feedback frame)")
     lines.append(f"wall time {summary.get('wall_s')} s; result: {'OK' if summary.get('ok') else 'FAILED'}")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "summary.txt").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 

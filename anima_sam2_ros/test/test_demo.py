@@ -39,5 +39,19 @@ def test_demo_writes_overlays_and_summary(tmp_path):
 
     img = cv2.imread(str(pngs[-1]))
     assert img.shape == (120, 160, 3)
+    # Every overlay says on the image that the weights are dummy: the red banner strip on top.
+    for png in pngs:
+        top = cv2.imread(str(png))[1:4]
+        assert (top == (0, 0, 200)).all(axis=2).mean() > 0.9, png.name
     text = (out / "summary.txt").read_text()
     assert "DUMMY" in text and "latency" in text and "fps" in text
+    # The summary says in words what limited the frame rate.
+    assert "What limited the frame rate" in text
+    assert ("INFERENCE-BOUND" in text) != ("CAMERA-BOUND" in text)
+    assert summary["explanation"] and summary["explanation"][0].startswith("What limited")
+    # Start-up progress: numbered stages with elapsed time; the last lines say where the images are.
+    for n in range(1, 5):
+        assert f"[{n}/4]" in proc.stdout
+    tail = proc.stdout.strip().splitlines()[-2:]
+    assert tail[0].startswith(f"Overlay images ({len(pngs)}): {out}/overlay_*.png"), tail
+    assert str(out / "summary.txt") in tail[1]
