@@ -136,11 +136,62 @@ def image_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[np.ndarr
     return image, engine_encoding
 
 
-def image_from_compressed(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[np.ndarray, str]:
-    """``sensor_msgs/CompressedImage`` (jpeg, png, ...) -> ``(HxWx3 uint8 BGR, "bgr8")``.
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (SOF0..SOF15 without DHT C4, JPG C8 and DAC CC): they hold the size.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def compressed_size(data: Any) -> Tuple[str, int, int]:
+    """``(format, width, height)`` read from a PNG or JPEG header, without decoding any pixel.
 
     Raises:
-        ConversionError: empty data, undecodable data, 16-bit content, oversized image.
+        ConversionError: neither PNG nor JPEG, or a truncated / malformed header.
+    """
+    data = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
+    if bytes(data[:8]) == _PNG_MAGIC:
+        # Signature, then the IHDR chunk: length (4), "IHDR", width (4), height (4), big-endian.
+        if len(data) < 24 or bytes(data[12:16]) != b"IHDR":
+            raise ConversionError("compressed image: PNG without a valid IHDR header")
+        return "png", int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if bytes(data[:2]) == b"\xff\xd8":
+        i, n = 2, len(data)
+        while i + 4 <= n:
+            if data[i] != 0xFF:
+                raise ConversionError(f"compressed image: malformed JPEG marker at byte {i}")
+            marker = data[i + 1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+                i += 2
+                continue
+            length = int.from_bytes(data[i + 2:i + 4], "big")
+            if length < 2:
+                raise ConversionError(f"compressed image: malformed JPEG segment at byte {i}")
+            if marker in _JPEG_SOF:
+                if i + 9 > n:
+                    break
+                height = int.from_bytes(data[i + 5:i + 7], "big")
+                width = int.from_bytes(data[i + 7:i + 9], "big")
+                return "jpeg", width, height
+            if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+                break
+            i += 2 + length
+        raise ConversionError("compressed image: JPEG without a frame (SOF) header")
+    raise ConversionError("cannot decode compressed image: the data is neither PNG nor JPEG (only png and "
+                          "jpeg are accepted)")
+
+
+def image_from_compressed(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[np.ndarray, str]:
+    """``sensor_msgs/CompressedImage`` (jpeg, png) -> ``(HxWx3 uint8 BGR, "bgr8")``.
+
+    The width and height are read from the PNG / JPEG header first (``compressed_size``): an image
+    over ``max_side`` is refused before a single pixel is decoded (a decompression bomb costs
+    nothing), and OpenCV's own errors become ``ConversionError``.
+
+    Raises:
+        ConversionError: empty data, not PNG/JPEG, malformed header, 16-bit content, oversized
+            image, undecodable data.
     """
     import cv2
 
@@ -150,7 +201,13 @@ def image_from_compressed(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[n
     fmt = str(msg.format)
     if "16UC" in fmt or "32FC" in fmt or "compressedDepth" in fmt:
         raise ConversionError(f"compressed image format {fmt!r} (depth) is not supported")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    kind, width, height = compressed_size(memoryview(data))
+    _check_size(width, height, max_side, f"compressed {kind} image")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ConversionError(f"cannot decode compressed {kind} image ({width}x{height}, {data.size} "
+                              f"bytes): {str(exc).strip().splitlines()[-1][:200]}") from None
     if image is None:
         raise ConversionError(f"cannot decode compressed image (format {fmt!r}, {data.size} bytes)")
     if image.dtype != np.uint8:  # pragma: no cover - IMREAD_COLOR always yields 8 bits
@@ -164,7 +221,7 @@ def is_empty_image(msg: Any) -> bool:
     return int(msg.width) == 0 or int(msg.height) == 0
 
 
-def mask_from_msg(msg: Any) -> np.ndarray:
+def mask_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> np.ndarray:
     """A mono8 (or 8UC1) mask prompt -> ``(H, W)`` uint8 array (non-zero = object).
 
     Raises:
@@ -174,11 +231,11 @@ def mask_from_msg(msg: Any) -> np.ndarray:
     if encoding not in ("mono8", "8UC1"):
         raise ConversionError(f"mask prompt encoding {encoding!r} is not supported; use mono8 "
                               f"(non-zero = object)")
-    image, _ = image_from_msg(msg)
+    image, _ = image_from_msg(msg, max_side)
     return image
 
 
-def prompt_from_msg(msg: Any) -> Prompt:
+def prompt_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Prompt:
     """``anima_sam2_msgs/Prompt`` -> engine ``Prompt`` (same pixel coordinates).
 
     Empty labels with points mean "all foreground"; an empty box or mask means none. Coordinates
@@ -214,7 +271,7 @@ def prompt_from_msg(msg: Any) -> Prompt:
             raise ConversionError(f"prompt (object {oid}): box contains NaN or infinite values")
     if not is_empty_image(msg.mask):
         try:
-            mask = mask_from_msg(msg.mask)
+            mask = mask_from_msg(msg.mask, max_side)
         except ConversionError as exc:
             raise ConversionError(f"prompt (object {oid}): {exc}") from None
     if points is None and box is None and mask is None:
@@ -248,12 +305,14 @@ def assign_ids(prompts: Sequence[Prompt], taken: Sequence[int] = ()) -> list:
 
 
 def image_msg(image: np.ndarray, encoding: str, header: Any = None) -> Any:
-    """A numpy image as a ``sensor_msgs/Image`` (uint8 or little-endian uint16, C-contiguous copy)."""
+    """A numpy image as a ``sensor_msgs/Image`` (uint8, little-endian uint16 or uint32; C-contiguous copy)."""
     from sensor_msgs.msg import Image
 
     image = np.ascontiguousarray(image)
     if image.dtype == np.uint16:
         image = image.astype("<u2", copy=False)
+    elif image.dtype == np.uint32:
+        image = image.astype("<u4", copy=False)
     elif image.dtype != np.uint8:
         raise ConversionError(f"cannot publish an image of dtype {image.dtype}")
     height, width = int(image.shape[0]), int(image.shape[1])

@@ -81,7 +81,12 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "A track goal ends with reason client_gone after the track action has had no client "
               "(no feedback subscriber) for this many seconds; 0 = never.", 0.0, 3600.0),
     ParamSpec("segment_timeout", 30.0,
-              "A segment call answers success false after waiting this long for the worker.", 0.1, 600.0),
+              "Deadline of a segment call: one not answered within this many seconds of its arrival "
+              "(queued or running) is answered success false, 'timed out ...'.", 0.1, 600.0),
+    ParamSpec("segment_queue", 8,
+              "Segment requests waiting for the inference worker at most (the running one not "
+              "counted); a call arriving when the queue is full is answered at once with success false, "
+              "'busy ...'.", 1, 256),
     # --- outputs
     ParamSpec("output.masks", True, "Publish ~/masks (anima_sam2_msgs/ObjectMaskArray)."),
     ParamSpec("output.mask_in_results", True,
@@ -126,6 +131,7 @@ class NodeParams:
     camera_timeout: float
     client_lost_timeout: float
     segment_timeout: float
+    segment_queue: int
     output_masks: bool
     output_mask_in_results: bool
     output_label_image: bool

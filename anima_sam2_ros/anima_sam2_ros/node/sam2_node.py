@@ -26,18 +26,26 @@ has had no subscriber at all for ``client_lost_timeout`` seconds, running goals 
 ``client_gone`` (a killed client disappears from the graph once its DDS lease expires: ~20 s
 with Fast DDS defaults). Another live client of the same action keeps such goals running.
 
-Threads: a ``MultiThreadedExecutor`` (``max_goals + 4`` threads) with callback groups: lifecycle
-and parameter services in the node's default group; camera callbacks in a mutually exclusive
-group (they only convert and store the frame in the worker's depth-1 slot); the segment service
-and the action server in reentrant groups (their callbacks wait on the worker); the diagnostics
-timer in its own group. The worker thread alone runs the model; see ``worker.py``.
+Threads: a ``SafeExecutor`` (``safety.py``: a ``MultiThreadedExecutor`` whose spin loop survives
+an exception raised in any callback, rclpy's own parameter services included) with ``max_goals +
+4`` threads and callback groups: lifecycle and parameter services in the node's default group;
+camera callbacks in a mutually exclusive group (they only convert and store the frame in the
+worker's depth-1 slot); the segment service in a reentrant group, its callback a coroutine that
+awaits the worker's answer without holding a thread; the action server in a reentrant group (each
+running goal holds one thread, at most ``max_goals``); the diagnostics and segment-deadline timers
+in their own groups. So a burst of segment calls leaves every thread free for the camera, the
+lifecycle, parameters and goals. The worker thread alone runs the model; see ``worker.py``.
+
+Admission (``~/segment``): at most ``segment_queue`` requests wait for the worker; one more is
+answered at once ``success: false, "busy ..."``; a request not answered within ``segment_timeout``
+is answered ``"timed out ..."``. The service's QoS keeps ``SERVICE_QOS_DEPTH`` requests, so a
+burst within that is never dropped by the middleware: every request gets an answer. Every
+callback is wrapped by ``safety.guarded``; refused requests are logged throttled, with counts.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import signal
 import threading
 import time
 import traceback
@@ -46,13 +54,16 @@ from typing import Any, Dict, List, Optional
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future as RclpyFuture
 
 from anima_sam2_ros.engine.errors import InvalidInputError
 
 from . import conversions, params
+from .safety import ErrorLog, SafeExecutor, guarded
+from .shutdown import ignore_further_sigint
 
 try:  # Jazzy and later
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -66,6 +77,15 @@ DRAIN_TIMEOUT = 5.0
 RESULT_TIMEOUT = 300
 _OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE,
                          history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
+# Requests (and responses) the segment service's middleware queues keep: far above any
+# segment_queue (at most 256), so a burst is answered "busy" rather than dropped unseen.
+SERVICE_QOS_DEPTH = 1000
+_SERVICE_QOS = QoSProfile(depth=SERVICE_QOS_DEPTH, reliability=ReliabilityPolicy.RELIABLE,
+                          history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
+# Seconds between the deadline checks of queued segment requests.
+DEADLINE_CHECK_PERIOD = 0.1
+# Seconds between two log lines about refused requests / rejected goals (with counts).
+REFUSAL_LOG_PERIOD = 5.0
 
 
 def _policy_name(kind: Any) -> str:
@@ -83,10 +103,15 @@ class Sam2Node(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         params.declare(self)
+        self.errors = ErrorLog(self.get_logger())  # every exception a callback raised
         self._cb_camera = MutuallyExclusiveCallbackGroup()
         self._cb_segment = ReentrantCallbackGroup()
         self._cb_action = ReentrantCallbackGroup()
         self._cb_timer = MutuallyExclusiveCallbackGroup()
+        self._cb_deadline = MutuallyExclusiveCallbackGroup()
+        self._deadline_timer: Any = None
+        self._refused = 0  # segment calls answered success false
+        self._goals_rejected = 0
         self._params: Optional[params.NodeParams] = None
         self._model: Any = None
         self._worker: Any = None
@@ -99,21 +124,28 @@ class Sam2Node(LifecycleNode):
         self._busy_lock = threading.Lock()
         self._busy = 0  # running execute / segment callbacks
         self._images_rejected = 0
+        self._last_rejection = ""
         self._viz: Any = None
         self._viz_missing_logged = False
         self._configured = False
         from anima_sam2_msgs.action import Track
         from anima_sam2_msgs.srv import Segment
 
-        self._segment_srv = self.create_service(Segment, "~/segment", self._on_segment,
-                                                callback_group=self._cb_segment)
+        self._segment_srv = self.create_service(
+            Segment, "~/segment", self._guard("segment service", self._on_segment, lambda req, res: res),
+            qos_profile=_SERVICE_QOS, callback_group=self._cb_segment)
         self._action = ActionServer(
             self, Track, "~/track", execute_callback=self._execute_track,
-            goal_callback=self._on_goal, cancel_callback=self._on_cancel,
+            goal_callback=self._guard("track goal callback", self._on_goal, GoalResponse.REJECT),
+            cancel_callback=self._guard("track cancel callback", self._on_cancel, CancelResponse.ACCEPT),
             callback_group=self._cb_action, result_timeout=RESULT_TIMEOUT)
         self._feedback_topic = f"{self.get_fully_qualified_name()}/track/_action/feedback"
 
     # ------------------------------------------------------------------ helpers
+    def _guard(self, what: str, fn: Any, default: Any = None) -> Any:
+        """``fn`` wrapped so an exception is logged (traceback once) and ``default`` returned."""
+        return guarded(self.errors, what, default)(fn)
+
     @property
     def executor_threads(self) -> int:
         """Threads the executor needs: one per concurrent goal plus camera, services and timer."""
@@ -194,7 +226,7 @@ class Sam2Node(LifecycleNode):
 
             pubs["diagnostics"] = self._lifecycle_pub(DiagnosticArray, "/diagnostics")
             config = WorkerConfig(max_objects=p.max_objects, max_goals=p.max_goals, min_score=p.min_score,
-                                  mask_in_results=p.output_mask_in_results)
+                                  mask_in_results=p.output_mask_in_results, segment_queue=p.segment_queue)
             self._worker = Worker(segmenter, tracker, config, self.get_logger(), self._publish_outputs)
             self._worker.start()
             self._configured = True
@@ -214,8 +246,12 @@ class Sam2Node(LifecycleNode):
             self._create_camera_subscriptions()
             p = self._params
             if p.output_diagnostics:
-                self._diag_timer = self.create_timer(p.output_diagnostics_period, self._publish_diagnostics,
-                                                     callback_group=self._cb_timer)
+                self._diag_timer = self.create_timer(
+                    p.output_diagnostics_period, self._guard("diagnostics timer", self._publish_diagnostics),
+                    callback_group=self._cb_timer)
+            self._deadline_timer = self.create_timer(
+                DEADLINE_CHECK_PERIOD, self._guard("segment deadline timer", self._expire_segments),
+                callback_group=self._cb_deadline)
             self._active = True
         except Exception as exc:  # noqa: BLE001
             self.get_logger().error(f"activate failed: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
@@ -324,10 +360,12 @@ class Sam2Node(LifecycleNode):
         for topic, msg_type, callback in ((p.topics_image, Image, self._on_image),
                                           (p.topics_compressed_image, CompressedImage, self._on_compressed),
                                           (p.topics_camera_info, CameraInfo, self._on_camera_info)):
+            callback = self._guard(f"camera callback ({topic})", callback)
             if not topic:
                 continue
             events = SubscriptionEventCallbacks(
-                incompatible_qos=lambda info, t=topic: self._on_incompatible_qos(t, info))
+                incompatible_qos=self._guard("QoS event callback",
+                                             lambda info, t=topic: self._on_incompatible_qos(t, info)))
             self._subs.append(self.create_subscription(msg_type, topic, callback, qos,
                                                        callback_group=self._cb_camera,
                                                        event_callbacks=events))
@@ -348,6 +386,9 @@ class Sam2Node(LifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
+        if self._deadline_timer is not None:
+            self.destroy_timer(self._deadline_timer)
+            self._deadline_timer = None
         if worker is not None:
             worker.slot.clear()
 
@@ -382,8 +423,9 @@ class Sam2Node(LifecycleNode):
             return
         try:
             image, encoding = convert(msg, p.max_image_side)
-        except InvalidInputError as exc:
+        except Exception as exc:  # noqa: BLE001 - ConversionError, or any decoder error: a dropped frame
             self._images_rejected += 1
+            self._last_rejection = str(exc)[:300]
             self.get_logger().warning(f"camera image dropped ({self._images_rejected} so far): {exc}",
                                       throttle_duration_sec=5.0)
             return
@@ -405,81 +447,110 @@ class Sam2Node(LifecycleNode):
             f"match the camera (a best_effort camera needs image_qos.reliability: best_effort).")
 
     # ------------------------------------------------------------------ segment
-    def _on_segment(self, request: Any, response: Any) -> Any:
+    async def _on_segment(self, request: Any, response: Any) -> Any:
+        """``~/segment``: a coroutine, so waiting for the worker holds no executor thread."""
         with self._busy_scope():
             response.success = False
             try:
-                self._segment(request, response)
+                job = self._submit_segment(request, response)
+                if job is not None:
+                    await self._answered(job)
+                    self._segment_response(job, response)
             except Exception as exc:  # noqa: BLE001 - answer, never raise into the executor
                 response.success = False
                 response.message = f"internal error: {type(exc).__name__}: {exc}"
-                self.get_logger().error(f"segment: {response.message}\n{traceback.format_exc()}")
+                self.errors.report("segment", exc)
             if not response.success:
-                self.get_logger().warning(f"segment refused: {response.message}")
+                self._refused += 1
+                self.get_logger().warning(f"segment refused ({self._refused} so far): {response.message}",
+                                          throttle_duration_sec=REFUSAL_LOG_PERIOD)
         return response
 
-    def _segment(self, request: Any, response: Any) -> None:
+    def _answered(self, job: Any) -> RclpyFuture:
+        """An rclpy future done when the worker (or the deadline timer) answers ``job``."""
+        done = RclpyFuture()
+        executor = self.executor
+
+        def wake(_: Any) -> None:
+            done.set_result(None)
+            if executor is not None:
+                executor.wake()  # the awaiting coroutine resumes on the executor's next pass
+
+        job.future.add_done_callback(wake)
+        return done
+
+    def _submit_segment(self, request: Any, response: Any) -> Any:
+        """Check the request and queue it: the worker's job, or None with ``response.message`` set."""
         from .worker import Frame
 
         worker, p = self._worker, self._params
         if not self._configured or worker is None or p is None:
             response.message = ("the node is not configured: configure and activate it first "
                                 "(ros2 lifecycle set ... configure, then activate)")
-            return
+            return None
         if not self._active:
             response.message = "the node is not active: activate it first (ros2 lifecycle set ... activate)"
-            return
+            return None
         if not len(request.prompts):
             response.message = "no prompts: give at least one Prompt (points, box or mask)"
-            return
+            return None
         if len(request.prompts) > p.max_objects:
             response.message = f"{len(request.prompts)} prompts: at most max_objects = {p.max_objects}"
-            return
+            return None
         try:
             if conversions.is_empty_image(request.image):
                 frame = worker.slot.latest()
                 if frame is None:
                     response.message = (f"no camera frame received yet on '{p.topics_image}'; wait for "
                                         f"the camera or send an image in the request")
-                    return
+                    return None
             else:
                 image, encoding = conversions.image_from_msg(request.image, p.max_image_side)
                 frame = Frame(image, encoding, conversions.header_copy(request.image.header), 0,
-                              time.monotonic())
-            prompts = conversions.assign_ids([conversions.prompt_from_msg(m) for m in request.prompts])
+                              time.monotonic(), time.time())
+            prompts = conversions.assign_ids([conversions.prompt_from_msg(m, p.max_image_side)
+                                              for m in request.prompts])
         except InvalidInputError as exc:
             response.message = str(exc)
-            return
-        job = worker.submit_segment(frame, prompts, bool(request.multimask_output))
-        try:
-            objects, header, ms = job.future.result(timeout=p.segment_timeout)
-        except concurrent.futures.TimeoutError:
-            job.future.cancel()
-            response.message = f"timed out after {p.segment_timeout:g} s waiting for the inference worker"
-            return
-        except InvalidInputError as exc:
+            return None
+        return worker.submit_segment(frame, prompts, bool(request.multimask_output), p.segment_timeout)
+
+    @staticmethod
+    def _segment_response(job: Any, response: Any) -> None:
+        """Fill ``response`` from an answered job."""
+        exc = job.future.exception()
+        if exc is not None:
             response.message = str(exc)
             return
-        except Exception as exc:  # noqa: BLE001 - reported by the worker
-            response.message = str(exc)
-            return
+        objects, header, ms = job.future.result()
         response.result = conversions.mask_array_msg(objects, header)
         response.inference_ms = float(ms)
         response.success = True
         response.message = f"{len(objects)} object(s) in {ms:.1f} ms"
+
+    def _expire_segments(self) -> None:
+        """Timer: answer segment requests past their deadline (``segment_timeout``)."""
+        worker = self._worker
+        if worker is not None:
+            worker.expire()
 
     # ------------------------------------------------------------------ track
     def _on_goal(self, goal_request: Any) -> GoalResponse:
         worker = self._worker
         if not self._active or worker is None:
             state = "active" if self._configured else "configured"
-            self.get_logger().warning(f"track goal rejected: the node is not {state}")
+            self._goals_rejected += 1
+            self.get_logger().warning(f"track goal rejected ({self._goals_rejected} so far): the node is "
+                                      f"not {state}", throttle_duration_sec=REFUSAL_LOG_PERIOD)
             return GoalResponse.REJECT
+        p = self._params
         goal, reason = worker.reserve_goal(goal_request.prompts, goal_request.max_frames,
                                            goal_request.min_score, goal_request.max_lost_frames,
-                                           goal_request)
+                                           goal_request, p.max_image_side if p is not None else 8192)
         if goal is None:
-            self.get_logger().warning(f"track goal rejected: {reason}")
+            self._goals_rejected += 1
+            self.get_logger().warning(f"track goal rejected ({self._goals_rejected} so far): {reason}",
+                                      throttle_duration_sec=REFUSAL_LOG_PERIOD)
             return GoalResponse.REJECT
         self.get_logger().info(f"track goal accepted: objects {goal.object_ids}, max_frames "
                                f"{goal.max_frames}")
@@ -499,6 +570,7 @@ class Sam2Node(LifecycleNode):
                 result.reason = "deactivated" if not self._active else "the goal was not reserved"
                 if goal_handle.is_active:
                     goal_handle.abort()
+                self.get_logger().info(f"track goal ended: {result.reason} before it started")
                 return result
             try:
                 self._run_goal(goal_handle, goal, worker)
@@ -572,6 +644,7 @@ class Sam2Node(LifecycleNode):
             except IndexError:
                 return
             if goal_handle.is_active:
+                feedback.published = conversions.stamp(time.time())
                 goal_handle.publish_feedback(feedback)
 
     # ------------------------------------------------------------------ outputs
@@ -597,20 +670,30 @@ class Sam2Node(LifecycleNode):
         viz = self._visualization()
         if viz is None:
             return
+        # Each output on its own: one that fails is logged and the others are still published.
         if label_pub is not None:
-            labels = viz.label_image(results, frame.image.shape[:2])
-            encoding = "mono8" if labels.dtype.itemsize == 1 else "mono16"
-            label_pub.publish(conversions.image_msg(labels, encoding, header))
+            try:
+                labels = viz.label_image(results, frame.image.shape[:2], allow_32bit=True)
+                label_pub.publish(conversions.image_msg(labels, viz.LABEL_ENCODINGS[labels.dtype.itemsize],
+                                                        header))
+            except Exception as exc:  # noqa: BLE001
+                self.errors.report("publishing ~/label_image", exc)
         if overlay_pub is not None:
-            from anima_sam2_ros.engine.preprocess import to_rgb
+            try:
+                from anima_sam2_ros.engine.preprocess import to_rgb
 
-            # Dummy weights: every overlay frame says so (viz.DUMMY_BANNER).
-            banner = viz.DUMMY_BANNER if getattr(self._model, "is_dummy", False) else None
-            overlay = viz.overlay_image(to_rgb(frame.image, frame.encoding), results,
-                                        p.output_overlay_alpha, banner=banner)
-            overlay_pub.publish(conversions.image_msg(overlay, "bgr8", header))
+                # Dummy weights: every overlay frame says so (viz.DUMMY_BANNER).
+                banner = viz.DUMMY_BANNER if getattr(self._model, "is_dummy", False) else None
+                overlay = viz.overlay_image(to_rgb(frame.image, frame.encoding), results,
+                                            p.output_overlay_alpha, banner=banner)
+                overlay_pub.publish(conversions.image_msg(overlay, "bgr8", header))
+            except Exception as exc:  # noqa: BLE001
+                self.errors.report("publishing ~/overlay", exc)
         if marker_pub is not None:
-            marker_pub.publish(viz.marker_array(results, header))
+            try:
+                marker_pub.publish(viz.marker_array(results, header))
+            except Exception as exc:  # noqa: BLE001
+                self.errors.report("publishing ~/markers", exc)
 
     def _publish_diagnostics(self) -> None:
         pub, worker, p = self._pubs.get("diagnostics"), self._worker, self._params
@@ -640,8 +723,14 @@ class Sam2Node(LifecycleNode):
             "frames_received": str(snap["frames_received"]),
             "frames_dropped": str(snap["frames_dropped"]),
             "frames_rejected": str(self._images_rejected),
+            "last_frame_rejection": self._last_rejection,
             "frames_tracked": str(snap["frames_tracked"]),
             "segment_calls": str(snap["segment_calls"]),
+            "segment_queued": str(snap["segment_queued"]),
+            "segment_busy": str(snap["segment_busy"]),
+            "segment_timeouts": str(snap["segment_timeouts"]),
+            "segment_refused": str(self._refused),
+            "callback_errors": str(self.errors.total),
             "track_goals": str(snap["goals"]),
             "tracked_objects": str(snap["objects"]),
             "tracker_objects": str(snap["tracker_objects"]),
@@ -679,11 +768,11 @@ def main(args: Optional[List[str]] = None) -> int:
     """Run the node: ``ros2 run anima_sam2_ros sam2_node [--ros-args ...]``."""
     rclpy.init(args=args)
     node: Optional[Sam2Node] = None
-    executor: Optional[MultiThreadedExecutor] = None
+    executor: Optional[SafeExecutor] = None
     code = 0
     try:
         node = Sam2Node()
-        executor = MultiThreadedExecutor(num_threads=node.executor_threads)
+        executor = SafeExecutor(node.errors, num_threads=node.executor_threads)
         executor.add_node(node)
         if not node.autostart():
             code = 1
@@ -691,10 +780,7 @@ def main(args: Optional[List[str]] = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        # Ctrl-C in a terminal reaches the whole process group and ros2 launch forwards one more
-        # SIGINT: a second one must not interrupt the release half-way (SIGTERM still ends it).
-        with contextlib.suppress(ValueError):  # not the main thread (tests calling main())
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_further_sigint()
         if node is not None:
             node.stop_work()
         if executor is not None:

@@ -6,11 +6,17 @@ The node core calls these for its ``~/overlay``, ``~/label_image`` and ``~/marke
   hue steps), the same in the overlay and in the markers.
 * ``overlay_image(image_rgb, results, alpha)``: a bgr8 picture for rviz's Image display: masks
   blended over the camera image, mask contours, and ``id score`` text at each box corner.
-* ``label_image(results, shape_hw)``: instance ids per pixel (0 = background); later objects
-  cover earlier ones; uint8 (mono8) when every id is below 256, else uint16 (mono16).
+* ``label_image(results, shape_hw, allow_32bit)``: instance ids per pixel (0 = background); later
+  objects cover earlier ones; uint8 (mono8) when every id is below 256, uint16 (mono16) below
+  65536, else (with ``allow_32bit``) uint32, published as ``32SC1``: each pixel's 4 bytes are the
+  uint32 id, so a reader taking them as int32 sees ids >= 2**31 as id - 2**32 (``LABEL_ENCODINGS``).
 * ``marker_array(results, header, ...)``: ``visualization_msgs/MarkerArray`` with a DELETEALL
   first (objects that vanished disappear), then per visible object a LINE_STRIP box and a
   TEXT_VIEW_FACING id label.
+
+Marker ids: ``Marker.id`` is int32 and object ids are uint32, so ``marker_id(object_id)`` is the
+id's 32 bits read as int32 (ids >= 2**31 become id - 2**32; unique, and ``object_id(marker_id)``
+undoes it). The text label always shows the object id itself.
 
 Marker convention (rviz has no pixel frame): markers are in the source image's frame
 (``header.frame_id``, the camera's optical frame: x right, y down, z forward) on the plane
@@ -37,6 +43,20 @@ from anima_sam2_ros.engine.types import ObjectResult
 
 #: Metres per pixel of the marker plane (see the module docstring).
 PIXEL_SIZE_M = 0.001
+#: sensor_msgs/Image encoding of a label image by bytes per pixel (see ``label_image``).
+LABEL_ENCODINGS = {1: "mono8", 2: "mono16", 4: "32SC1"}
+_UINT32 = 2**32
+
+
+def marker_id(object_id: int) -> int:
+    """The int32 ``Marker.id`` of a uint32 object id (its bits read as int32)."""
+    oid = int(object_id) % _UINT32
+    return oid - _UINT32 if oid >= 2**31 else oid
+
+
+def object_id(marker_id_value: int) -> int:
+    """The uint32 object id of a ``Marker.id`` made by ``marker_id``."""
+    return int(marker_id_value) % _UINT32
 _GOLDEN = 0.6180339887498949
 
 
@@ -85,17 +105,21 @@ def _bbox(res: ObjectResult, shape_hw: Tuple[int, int]) -> Optional[Tuple[int, i
     return x0, y0, x1, y1
 
 
-def label_image(results: Sequence[ObjectResult], shape_hw: Tuple[int, int]) -> np.ndarray:
+def label_image(results: Sequence[ObjectResult], shape_hw: Tuple[int, int],
+                allow_32bit: bool = False) -> np.ndarray:
     """Instance-id image (0 = background; later results are drawn over earlier ones).
 
-    uint8 when every object id is below 256, else uint16; ids above 65535 raise ValueError
-    (mono16 is the widest ROS image encoding for ids).
+    uint8 when every object id is below 256, uint16 below 65536, else uint32 if ``allow_32bit``
+    (the node publishes it as ``32SC1``, see the module docstring); without it ids above 65535
+    raise ValueError (mono16 is the widest image a PNG file holds). Ids above 2**32 - 1 always
+    raise ValueError.
     """
     shape_hw = (int(shape_hw[0]), int(shape_hw[1]))
     max_id = max((int(r.object_id) for r in results), default=0)
-    if max_id > 65535:
-        raise ValueError(f"object id {max_id} does not fit a mono16 label image")
-    dtype = np.uint8 if max_id < 256 else np.uint16
+    if max_id >= _UINT32 or (max_id > 65535 and not allow_32bit):
+        limit = "a uint32 label image" if allow_32bit else "a mono16 label image"
+        raise ValueError(f"object id {max_id} does not fit {limit}")
+    dtype = np.uint8 if max_id < 256 else np.uint16 if max_id < 65536 else np.uint32
     out = np.zeros(shape_hw, dtype=dtype)
     if not results:
         return out
@@ -251,11 +275,11 @@ def marker_array(results: Sequence[ObjectResult], header, ns: str = "sam2",
     def pt(u: float, v: float) -> Point:
         return Point(x=(u - cx) * ps, y=(v - cy) * ps, z=0.0)
 
-    def base(marker_ns: str, marker_id: int, kind: int) -> Marker:
+    def base(marker_ns: str, mid: int, kind: int) -> Marker:
         m = Marker()
         m.header = header
         m.ns = marker_ns
-        m.id = int(marker_id)
+        m.id = int(mid)  # int32: callers pass marker_id(object id)
         m.type = kind
         m.action = Marker.ADD
         m.pose.orientation.w = 1.0
@@ -279,13 +303,13 @@ def marker_array(results: Sequence[ObjectResult], header, ns: str = "sam2",
         oid = int(res.object_id)
         # Inclusive pixel box -> its outer edges.
         u0, v0, u1, v1 = float(x0), float(y0), float(x1 + 1), float(y1 + 1)
-        box = base(ns, oid, Marker.LINE_STRIP)
+        box = base(ns, marker_id(oid), Marker.LINE_STRIP)
         box.scale.x = line_w
         box.color = _rgba(oid)
         box.points = [pt(u0, v0), pt(u1, v0), pt(u1, v1), pt(u0, v1), pt(u0, v0)]
         arr.markers.append(box)
 
-        label = base(ns + "/ids", oid, Marker.TEXT_VIEW_FACING)
+        label = base(ns + "/ids", marker_id(oid), Marker.TEXT_VIEW_FACING)
         anchor = pt(u0, v0 - text_h / ps * 0.7)
         label.pose.position.x, label.pose.position.y, label.pose.position.z = anchor.x, anchor.y, 0.0
         label.scale.z = text_h
@@ -295,5 +319,5 @@ def marker_array(results: Sequence[ObjectResult], header, ns: str = "sam2",
     return arr
 
 
-__all__ = ["DUMMY_BANNER", "PIXEL_SIZE_M", "color_for_id", "draw_banner", "label_image",
-           "marker_array", "overlay_image"]
+__all__ = ["DUMMY_BANNER", "LABEL_ENCODINGS", "PIXEL_SIZE_M", "color_for_id", "draw_banner", "label_image",
+           "marker_array", "marker_id", "object_id", "overlay_image"]

@@ -7,12 +7,18 @@ action's goal callback, ``claim_goal`` / ``end_goal`` in its execute callback). 
 worker shares is guarded by one condition variable; the engine objects (``Segmenter``,
 ``Tracker``) are touched only by the worker thread.
 
-Per loop iteration the worker serves queued segment requests first, then, when track goals are
-running and a new frame is in the slot: removes the objects of ended goals, validates the new
-goals' prompts against the frame (a bad prompt aborts only its goal), runs ONE ``Tracker.step``
-for every object of every goal (one image-encoder pass), then hands each goal its objects'
-feedback and publishes the output topics. An exception never ends the thread: it is logged and
-reported to the request or goals concerned.
+Admission: at most ``segment_queue`` segment requests wait (the running one not counted); one
+more is answered at once with ``BusyError`` ("busy ..."). Every request carries a deadline
+(``segment_timeout`` after its arrival); ``expire()`` (called by a node timer) answers overdue
+ones, queued or running, with ``SegmentTimeoutError``, and a late result is dropped.
+
+Per loop iteration the worker serves one queued segment request or one tracking frame; when both
+wait they take turns, so a burst of segment calls never starves running goals. A tracking frame:
+removes the objects of ended goals, validates the new goals' prompts against the frame (a bad
+prompt aborts only its goal), applies take-overs (the newest goal prompting an id owns it), runs
+ONE ``Tracker.step`` for every object of every goal (one image-encoder pass), then hands each goal
+its objects' feedback (with the frame's latency trace) and publishes the output topics. An
+exception never ends the thread: it is logged and reported to the request or goals concerned.
 """
 
 from __future__ import annotations
@@ -33,6 +39,18 @@ from . import conversions
 
 # A goal reserved in the goal callback but never started is forgotten after this many seconds.
 RESERVATION_TTL = 30.0
+# Goals that ended before their execute callback claimed them, kept so it can report why.
+_ENDED_KEPT = 256
+
+
+class BusyError(InvalidInputError):
+    """The segment queue is full: the request is refused at once (``success: false, "busy ..."``)."""
+
+
+class SegmentTimeoutError(InvalidInputError):
+    """A segment request passed its deadline (``segment_timeout``) before it was answered."""
+
+
 # Substrings of allocator failures: torch.cuda.OutOfMemoryError ("CUDA out of memory"), CPU
 # allocator ("DefaultCPUAllocator: can't allocate memory"), MPS and oneDNN variants.
 _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "failed to allocate")
@@ -78,6 +96,7 @@ class Frame:
     header: Any
     seq: int
     received: float  # time.monotonic() at arrival
+    received_wall: float = 0.0  # time.time() at arrival (latency trace; 0 = unknown)
 
 
 class FrameSlot:
@@ -103,7 +122,7 @@ class FrameSlot:
             self._seq += 1
             if self._pending and self.consuming:
                 self.dropped += 1
-            frame = Frame(image, encoding, header, self._seq, now)
+            frame = Frame(image, encoding, header, self._seq, now, time.time())
             self._latest = frame
             self._pending = True
             self.received += 1
@@ -150,6 +169,7 @@ class GoalState:
     min_score: float
     max_lost_frames: int
     reserved_at: float = field(default_factory=time.monotonic)
+    seq: int = 0  # reservation order: of two goals prompting one id, the larger seq wins
     claimed: bool = False
     added: bool = False
     started: float = 0.0
@@ -169,13 +189,32 @@ class GoalState:
 
 
 class SegmentJob:
-    """A segment request queued for the worker; ``future`` gets ``(objects, header, ms)``."""
+    """A segment request queued for the worker; ``future`` gets ``(objects, header, ms)``.
 
-    def __init__(self, frame: Frame, prompts: List[Any], multimask: bool) -> None:
+    The future fails with ``BusyError`` (queue full), ``SegmentTimeoutError`` (deadline passed),
+    ``InvalidInputError`` (bad input, shutting down) or ``RuntimeError`` (inference error).
+    """
+
+    def __init__(self, frame: Frame, prompts: List[Any], multimask: bool,
+                 timeout: Optional[float] = None) -> None:
         self.frame = frame
         self.prompts = prompts
         self.multimask = multimask
+        self.arrived = time.monotonic()
+        self.timeout = timeout
+        self.deadline = self.arrived + timeout if timeout else float("inf")
         self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def resolve(self, result: Any = None, error: Optional[BaseException] = None) -> bool:
+        """Answer the request once; False if it was answered already (a late result is dropped)."""
+        try:
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+        except concurrent.futures.InvalidStateError:
+            return False
+        return True
 
 
 @dataclass
@@ -186,6 +225,7 @@ class WorkerConfig:
     max_goals: int = 8
     min_score: float = 0.0
     mask_in_results: bool = True
+    segment_queue: int = 8
 
 
 @dataclass
@@ -194,6 +234,8 @@ class WorkerStats:
 
     frames_tracked: int = 0
     segment_calls: int = 0
+    segment_busy: int = 0  # refused: queue full
+    segment_timeouts: int = 0  # answered with a timeout
     errors: int = 0
     last_latency_ms: float = 0.0
     last_inference_ms: float = 0.0
@@ -216,7 +258,11 @@ class Worker:
         self._cond = threading.Condition()
         self.slot = FrameSlot(self._cond)
         self._jobs: Deque[SegmentJob] = collections.deque()
+        self._running: Optional[SegmentJob] = None
+        self._served_segment = False  # the last turn was a segment request (fairness)
         self._goals: List[GoalState] = []
+        self._goal_seq = 0
+        self._ended: Deque[GoalState] = collections.deque(maxlen=_ENDED_KEPT)
         self._removals: List[int] = []
         self._stop = False
         self._seg_seq: Optional[int] = None
@@ -245,16 +291,55 @@ class Worker:
         return self._thread.is_alive()
 
     # ------------------------------------------------------------------ segment
-    def submit_segment(self, frame: Frame, prompts: List[Any], multimask: bool) -> SegmentJob:
-        """Queue a segment request; wait on ``job.future.result(timeout)``."""
-        job = SegmentJob(frame, prompts, multimask)
+    def submit_segment(self, frame: Frame, prompts: List[Any], multimask: bool,
+                       timeout: Optional[float] = None) -> SegmentJob:
+        """Queue a segment request (deadline ``timeout`` s from now); its ``future`` gets the answer.
+
+        Never blocks: with ``segment_queue`` requests already waiting, the future fails at once
+        with ``BusyError``.
+        """
+        job = SegmentJob(frame, prompts, multimask, timeout)
         with self._cond:
             if self._stop:
-                job.future.set_exception(InvalidInputError("the node is shutting down"))
+                job.resolve(error=InvalidInputError("the node is shutting down"))
+                return job
+            cap = max(int(self.config.segment_queue), 1)
+            if len(self._jobs) >= cap:
+                self.stats.segment_busy += 1
+                job.resolve(error=BusyError(
+                    f"busy: {len(self._jobs)} segment requests are already waiting for the inference "
+                    f"worker (parameter segment_queue = {cap}); retry later"))
                 return job
             self._jobs.append(job)
             self._cond.notify_all()
         return job
+
+    def queued_segments(self) -> int:
+        """Segment requests waiting (not counting the running one)."""
+        with self._cond:
+            return len(self._jobs)
+
+    def expire(self, now: Optional[float] = None) -> int:
+        """Answer every request past its deadline (queued or running) with ``SegmentTimeoutError``."""
+        now = time.monotonic() if now is None else now
+        with self._cond:
+            overdue = [j for j in self._jobs if j.deadline <= now]
+            for job in overdue:
+                self._jobs.remove(job)
+            running = self._running
+            if running is not None and running.deadline <= now and not running.future.done():
+                overdue.append(running)
+        answered = 0
+        for job in overdue:
+            where = "still running" if job is running else "still queued"
+            if job.resolve(error=SegmentTimeoutError(
+                    f"timed out: not answered within segment_timeout = {job.timeout:g} s of its arrival "
+                    f"({where}); the inference worker is busy, retry later")):
+                answered += 1
+        if answered:
+            with self._cond:
+                self.stats.segment_timeouts += answered
+        return answered
 
     def fail_pending(self, reason: str) -> None:
         """Answer every queued segment request with ``reason``."""
@@ -262,55 +347,64 @@ class Worker:
             jobs = list(self._jobs)
             self._jobs.clear()
         for job in jobs:
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(InvalidInputError(reason))
+            job.resolve(error=InvalidInputError(reason))
 
     # ------------------------------------------------------------------ goals
     def reserve_goal(self, prompt_msgs: Sequence[Any], max_frames: int, min_score: float,
-                     max_lost_frames: int, request: Any) -> Tuple[Optional[GoalState], str]:
+                     max_lost_frames: int, request: Any,
+                     max_side: int = conversions.DEFAULT_MAX_SIDE) -> Tuple[Optional[GoalState], str]:
         """Check a goal and reserve its object ids; ``(goal, "")`` or ``(None, reason)``."""
         if not len(prompt_msgs):
             return None, "the goal has no prompts"
         if not np.isfinite(min_score) or not 0.0 <= float(min_score) <= 1.0:
             return None, f"min_score must be in [0, 1], got {min_score}"
         try:
-            prompts = [conversions.prompt_from_msg(m) for m in prompt_msgs]
+            prompts = [conversions.prompt_from_msg(m, max_side) for m in prompt_msgs]
         except InvalidInputError as exc:
             return None, str(exc)
         with self._cond:
             if self._stop:
                 return None, "the node is shutting down"
             now = time.monotonic()
-            self._goals = [g for g in self._goals if g.claimed or now - g.reserved_at < RESERVATION_TTL]
+            for g in self._goals:
+                if not g.claimed and now - g.reserved_at >= RESERVATION_TTL:
+                    g.end_reason = f"reservation expired (not started within {RESERVATION_TTL:g} s)"
+                    self._ended.append(g)
+            self._goals = [g for g in self._goals if g.end_reason is None]
             owners = {oid: g for g in self._goals for oid in g.object_ids}
             try:  # duplicate ids within the goal; id 0 -> a free id
                 prompts = conversions.assign_ids(prompts, taken=list(owners))
             except InvalidInputError as exc:
                 return None, str(exc)
-            takeover = []
-            for p in prompts:
-                owner = owners.get(p.object_id)
-                if owner is None:
-                    continue
-                if not owner.claimed:
-                    return None, (f"object {p.object_id} belongs to a goal that has not started yet; "
-                                  f"retry once it runs, or use another id (0 = assign one)")
-                takeover.append(p.object_id)  # re-prompt: ownership moves on the next frame
+            # A known id re-prompts its object: ownership moves to this goal (the newest) on the
+            # goal's first frame, whether the owner runs already or has not started yet.
+            takeover = [p.object_id for p in prompts if p.object_id in owners]
             if len(self._goals) >= self.config.max_goals:
                 return None, f"{len(self._goals)} track goals are running (max_goals {self.config.max_goals})"
             total = len(owners) + len(prompts) - len(takeover)
             if total > self.config.max_objects:
                 return None, (f"{len(prompts)} objects would make {total} tracked objects, more than "
                               f"max_objects {self.config.max_objects} ({len(owners)} already tracked)")
+            self._goal_seq += 1
             goal = GoalState(request=request, prompts=prompts, max_frames=int(max_frames),
-                             min_score=float(min_score), max_lost_frames=int(max_lost_frames))
+                             min_score=float(min_score), max_lost_frames=int(max_lost_frames),
+                             seq=self._goal_seq)
             goal.unseen = {oid: 0 for oid in goal.object_ids}
             self._goals.append(goal)
         return goal, ""
 
     def claim_goal(self, request: Any) -> Optional[GoalState]:
-        """The goal reserved for ``request`` (the execute callback starts it), or None."""
+        """The goal reserved for ``request`` (the execute callback starts it), or None.
+
+        A goal that ended before it was claimed (taken over, deactivated, expired) is returned
+        with its ``end_reason`` set, so the execute callback can say why.
+        """
         with self._cond:
+            for goal in self._ended:
+                if goal.request is request and not goal.claimed:
+                    goal.claimed = True
+                    self._ended.remove(goal)
+                    return goal
             for goal in self._goals:
                 if goal.request is request and not goal.claimed:
                     if not any(g.claimed for g in self._goals):
@@ -331,6 +425,8 @@ class Worker:
             goal.succeeded = succeeded
             if goal in self._goals:
                 self._goals.remove(goal)
+            if not goal.claimed:
+                self._ended.append(goal)
             # An id another live goal also holds (a pending takeover) stays in the tracker.
             live = {oid for g in self._goals for oid in g.object_ids}
             self._removals.extend(oid for oid in goal.object_ids if oid not in live)
@@ -372,7 +468,13 @@ class Worker:
                         break
                 if self._stop:
                     break
-                job = self._jobs.popleft() if self._jobs else None
+                track_ready = self.slot.has_pending() and any(g.claimed for g in self._goals)
+                job = None
+                # Take turns when both wait: a burst of segment calls never starves the goals.
+                if self._jobs and not (track_ready and self._served_segment):
+                    job = self._jobs.popleft()
+                self._running = job
+                self._served_segment = job is not None
             try:
                 if job is not None:
                     self._segment(job)
@@ -380,6 +482,9 @@ class Worker:
                     self._track()
             except Exception as exc:  # noqa: BLE001 - the worker thread must survive anything
                 self._report_error("worker", exc)
+            finally:
+                with self._cond:
+                    self._running = None
         self._drop_removed()
 
     def _report_error(self, what: str, exc: BaseException) -> str:
@@ -394,8 +499,11 @@ class Worker:
         return text
 
     def _segment(self, job: SegmentJob) -> None:
-        if not job.future.set_running_or_notify_cancel():
-            return  # the caller gave up (timeout)
+        if job.future.done() or not job.future.set_running_or_notify_cancel():
+            return  # answered already (deadline) or the caller gave up
+        if job.deadline <= time.monotonic():
+            self.expire()
+            return
         t0 = time.monotonic()
         try:
             frame = job.frame
@@ -405,12 +513,12 @@ class Worker:
                 self._seg_seq = frame.seq if frame.seq > 0 else None
             results = self._segmenter.segment(job.prompts, multimask_output=job.multimask)
         except InvalidInputError as exc:
-            job.future.set_exception(exc)
+            job.resolve(error=exc)
             return
         except Exception as exc:  # noqa: BLE001 - OOM, driver errors...: report, keep serving
             self._seg_seq = None
             text = self._report_error("segment", exc)
-            job.future.set_exception(RuntimeError(f"inference error: {text}"))
+            job.resolve(error=RuntimeError(f"inference error: {text}"))
             return
         ms = (time.monotonic() - t0) * 1000.0
         try:
@@ -419,12 +527,12 @@ class Worker:
                                                    self.config.min_score) for r in results]
         except Exception as exc:  # noqa: BLE001
             text = self._report_error("segment result conversion", exc)
-            job.future.set_exception(RuntimeError(text))
+            job.resolve(error=RuntimeError(text))
             return
         with self._cond:
             self.stats.segment_calls += 1
             self.stats.last_inference_ms = ms
-        job.future.set_result((objects, header, ms))
+        job.resolve((objects, header, ms))
         if self._publish is not None:
             try:
                 self._publish(frame, results, objects, "segment")
@@ -444,25 +552,37 @@ class Worker:
         with self._cond:
             self.stats.tracker_objects = len(known)
 
-    def _take_over(self, goal: GoalState) -> None:
-        """Move the ids ``goal`` prompts away from the other goals holding them (caller holds the lock).
+    def _give_up(self, loser: GoalState, ids: Sequence[int], winner: GoalState) -> None:
+        """``loser`` loses ``ids`` to ``winner``; with no object left it ends ``taken_over``."""
+        lost = set(ids)
+        loser.prompts = [p for p in loser.prompts if int(p.object_id) not in lost]
+        for oid in lost:
+            loser.unseen.pop(oid, None)
+        loser.taken_over.extend(sorted(lost))
+        self._log.info(f"track: object(s) {sorted(lost)} of goal #{loser.seq} re-prompted by the newer "
+                       f"goal #{winner.seq}, which now owns them")
+        if not loser.prompts:
+            self.end_goal(loser, "taken_over")
 
-        A goal left with no object ends with reason ``taken_over``.
+    def _take_over(self, goal: GoalState) -> None:
+        """Resolve who owns the ids a starting ``goal`` prompts (caller holds the lock).
+
+        The latest prompt wins: goal order is reservation order (``seq``). Older goals holding one
+        of the ids lose it to ``goal``; an id a newer goal already tracks stays there and ``goal``
+        loses it. Called for the starting goals in ``seq`` order, so of several goals arriving
+        within one frame the newest ends up owning the id. A goal left with no object ends with
+        reason ``taken_over``.
         """
-        mine = set(goal.object_ids)
-        for other in list(self._goals):
-            if other is goal or other.end_reason is not None:
+        for other in sorted(self._goals, key=lambda g: g.seq):
+            if other is goal or other.end_reason is not None or goal.end_reason is not None:
                 continue
-            moved = [oid for oid in other.object_ids if oid in mine]
-            if not moved:
+            shared = set(goal.object_ids) & set(other.object_ids)
+            if not shared:
                 continue
-            other.prompts = [p for p in other.prompts if int(p.object_id) not in mine]
-            for oid in moved:
-                other.unseen.pop(oid, None)
-            other.taken_over.extend(moved)
-            self._log.info(f"track: object(s) {moved} re-prompted by a new goal, which now owns them")
-            if not other.prompts:
-                self.end_goal(other, "taken_over")
+            if other.seq < goal.seq:
+                self._give_up(other, shared, goal)
+            elif other.added:
+                self._give_up(goal, shared, other)
 
     def _track(self) -> None:
         frame = self.slot.take()
@@ -491,10 +611,10 @@ class Worker:
                 self.end_goal(goal, f"invalid prompt: {exc}")
                 continue
             new_goals.append(goal)
-        # A new goal prompting an id that another goal tracks takes it over (re-prompt); in goal
-        # order, so the latest prompt for an id wins.
+        # A new goal prompting an id that another goal tracks takes it over (re-prompt); in
+        # reservation order, so the latest prompt for an id wins.
         with self._cond:
-            for goal in new_goals:
+            for goal in sorted(new_goals, key=lambda g: g.seq):
                 if goal.end_reason is None:
                     self._take_over(goal)
         new_goals = [g for g in new_goals if g.end_reason is None]
@@ -503,7 +623,7 @@ class Worker:
         goals = [g for g in goals if g.end_reason is None]
         if not goals:
             return
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         try:
             results = self._tracker.step(frame.image, prompts, encoding=frame.encoding)
         except InvalidInputError as exc:
@@ -519,7 +639,7 @@ class Worker:
             with self._cond:
                 self.stats.tracker_objects = 0
             return
-        done = time.monotonic()
+        done, done_wall = time.monotonic(), time.time()
         infer_ms = (done - t0) * 1000.0
         latency_ms = (done - frame.received) * 1000.0
         header = conversions.header_copy(frame.header)
@@ -532,7 +652,7 @@ class Worker:
             goal.added = True
         with self._cond:
             self.stats.tracker_objects = len(by_id)
-        self._feedback(goals, by_id, base, header, frame, frame_index, latency_ms)
+        self._feedback(goals, by_id, base, header, frame, frame_index, latency_ms, (t0_wall, done_wall))
         with self._cond:
             self.stats.frames_tracked += 1
             self.stats.last_latency_ms = latency_ms
@@ -545,7 +665,7 @@ class Worker:
                 self._report_error("publishing tracking results", exc)
 
     def _feedback(self, goals: List[GoalState], by_id: Dict[int, Any], base: Dict[int, Any], header: Any,
-                  frame: Frame, frame_index: int, latency_ms: float) -> None:
+                  frame: Frame, frame_index: int, latency_ms: float, step_wall: Tuple[float, float]) -> None:
         from anima_sam2_msgs.action import Track
 
         for goal in goals:
@@ -567,6 +687,10 @@ class Worker:
             feedback.masks = conversions.mask_array_msg(objects, header)
             feedback.frame_index = int(frame_index)
             feedback.latency_ms = float(latency_ms)
+            # Latency trace; "published" is set when the goal's thread hands it to the middleware.
+            feedback.received = conversions.stamp(frame.received_wall)
+            feedback.step_start = conversions.stamp(step_wall[0])
+            feedback.step_end = conversions.stamp(step_wall[1])
             goal.frames_processed += 1
             goal.last_frame_at = frame.received
             goal.feedback.append(feedback)
@@ -593,6 +717,9 @@ class Worker:
                 "frames_dropped": self.slot.dropped,
                 "frames_tracked": self.stats.frames_tracked,
                 "segment_calls": self.stats.segment_calls,
+                "segment_queued": len(self._jobs),
+                "segment_busy": self.stats.segment_busy,
+                "segment_timeouts": self.stats.segment_timeouts,
                 "errors": self.stats.errors,
                 "last_error": self.stats.last_error,
                 "latency_ms": self.stats.last_latency_ms,

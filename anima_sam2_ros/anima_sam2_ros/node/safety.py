@@ -1,0 +1,108 @@
+"""No callback can kill the node: an exception-safe executor and callback wrapper.
+
+An exception escaping any callback (ours, or one inside rclpy's own parameter / lifecycle / action
+services, e.g. ``Parameter.from_parameter_msg`` on a ``ParameterValue`` of unknown type) is
+re-raised by ``MultiThreadedExecutor.spin()`` on Humble, Jazzy and Kilted (``future.result()`` in
+``_spin_once_impl``), which ends the process. ``SafeExecutor.spin`` catches it, logs it with its
+traceback the first time (then once per ``REPEAT_LOG_PERIOD`` with a count) and keeps spinning;
+the failed request goes unanswered but every later one is served. ``guarded`` wraps our own
+callbacks so they answer a default instead of raising at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, Tuple
+
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+# Seconds between two log lines about the same kind of exception (after the first, full one).
+REPEAT_LOG_PERIOD = 10.0
+
+
+class ErrorLog:
+    """Logs an exception with its traceback the first time per key, then counts, throttled."""
+
+    def __init__(self, logger: Any) -> None:
+        self._log = logger
+        self._lock = threading.Lock()
+        self._seen: Dict[Tuple[str, str], Tuple[int, float]] = {}
+        self.total = 0
+
+    def report(self, what: str, exc: BaseException) -> None:
+        """Log ``exc`` raised in ``what`` (never raises)."""
+        key = (what, type(exc).__name__)
+        now = time.monotonic()
+        with self._lock:
+            self.total += 1
+            count, last = self._seen.get(key, (0, -1e9))
+            count += 1
+            first = count == 1
+            due = first or now - last >= REPEAT_LOG_PERIOD
+            self._seen[key] = (count, now if due else last)
+        if not due:
+            return
+        try:
+            text = f"{type(exc).__name__}: {exc}"
+            if first:
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                self._log.error(f"exception in {what} (the node keeps running): {text}\n{tb}")
+            else:
+                self._log.error(f"exception in {what} (the node keeps running; {count} so far): {text}")
+        except Exception:  # noqa: BLE001 - logging must not raise either
+            pass
+
+
+class SafeExecutor(MultiThreadedExecutor):
+    """A ``MultiThreadedExecutor`` whose ``spin()`` survives exceptions raised in callbacks."""
+
+    def __init__(self, errors: ErrorLog, num_threads: int, **kwargs: Any) -> None:
+        super().__init__(num_threads=num_threads, **kwargs)
+        self.errors = errors
+
+    def spin(self) -> None:
+        """Execute callbacks until shutdown; an exception from a callback is logged, not raised."""
+        while self.context.ok() and not getattr(self, "_is_shutdown", False):
+            try:
+                self.spin_once()
+            except (KeyboardInterrupt, ExternalShutdownException):
+                raise
+            except Exception as exc:  # noqa: BLE001 - from a callback (rclpy's own services too)
+                self.errors.report("a callback (executor)", exc)
+
+
+def guarded(errors: ErrorLog, what: str, default: Any = None) -> Callable[[Callable], Callable]:
+    """Decorator: the callback logs through ``errors`` and returns ``default`` instead of raising.
+
+    Works for plain and ``async`` callbacks. ``default`` may be a callable taking the callback's
+    arguments (e.g. to return the service response object it was given).
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        def fallback(args: tuple, kwargs: dict) -> Any:
+            return default(*args, **kwargs) if callable(default) else default
+
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001
+                    errors.report(what, exc)
+                    return fallback(args, kwargs)
+            return run_async
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                errors.report(what, exc)
+                return fallback(args, kwargs)
+        return run
+
+    return wrap
