@@ -69,7 +69,8 @@ def _peak_rss_mb(pid):
 
 
 def _png_chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
 
 def _png_claiming(width, height, color_type=2, idat=b""):
@@ -122,7 +123,7 @@ def test_png_and_jpeg_headers_claiming_huge_sizes_are_dropped(env):
                             (jpeg, "jpeg", "compressed jpeg image 60000x60000")):
         before = _rejected(client)
         client.compressed.publish(_compressed(data, fmt))
-        assert wait_for(lambda: _rejected(client) > before or node.proc.poll() is not None, 15.0,
+        assert wait_for(lambda n=before: _rejected(client) > n or node.proc.poll() is not None, 15.0,
                         period=0.2), _diag(client)
         _alive_and_serving(client, node)
         reason = _diag(client).get("last_frame_rejection", "")
@@ -131,7 +132,7 @@ def test_png_and_jpeg_headers_claiming_huge_sizes_are_dropped(env):
     for data in (b"GIF89a" + bytes(40), b"\x89PNG\r\n\x1a\n" + bytes(8)):
         before = _rejected(client)
         client.compressed.publish(_compressed(data, "png"))
-        assert wait_for(lambda: _rejected(client) > before, 15.0, period=0.2)
+        assert wait_for(lambda n=before: _rejected(client) > n, 15.0, period=0.2)
     _alive_and_serving(client, node)
 
 
@@ -242,8 +243,8 @@ def test_large_object_ids_reach_every_output(env, ids, encoding):
     client.clear()
     image = camera_image(96, 64)
     image.header.frame_id = f"ids_{ids[0]}_{ids[1]}"
-    res = client.segment_call([point_prompt(30, 30, object_id=ids[0]), point_prompt(60, 40, object_id=ids[1])],
-                              image=image)
+    prompts = [point_prompt(30, 30, object_id=ids[0]), point_prompt(60, 40, object_id=ids[1])]
+    res = client.segment_call(prompts, image=image)
     assert res.success, res.message
     assert [o.object_id for o in res.result.objects] == list(ids)
 
@@ -296,8 +297,8 @@ def test_refusals_are_logged_throttled_and_quote_the_real_limit(env):
     assert node.log().count("segment refused") - lines <= 2
     assert "so far)" in node.log()
     # A mask prompt over the limit names the node's own max_image_side, not a built-in one.
-    from sensor_msgs.msg import Image
     from sam2_client import point_prompt
+    from sensor_msgs.msg import Image
 
     mask = Image(width=MAX_SIDE + 1, height=4, encoding="mono8", step=MAX_SIDE + 1,
                  data=array.array("B", bytes(4 * (MAX_SIDE + 1))))
