@@ -393,3 +393,170 @@ def describe_image(msg: Any) -> str:
     """Short description of an image message for log lines."""
     return f"{msg.width}x{msg.height} {msg.encoding!r} step {msg.step}, {len(msg.data)} bytes"
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Perception pipeline (issue 16): vision_msgs detections in and out, depth, clicks, 3D outputs.
+# vision_msgs is imported inside the functions: a robot without it still runs the 2D node.
+
+def stamp_ns(stamp: Any) -> int:
+    """A ``builtin_interfaces/Time`` as integer nanoseconds (0 = unset)."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def boxes_from_detection2d_array(msg: Any) -> Tuple[list, list]:
+    """``vision_msgs/Detection2DArray`` -> ``(DetBox list, reasons for the rejected detections)``.
+
+    A box is ``bbox.center`` +- ``size / 2`` in pixels (a rotated box: its axis-aligned hull); its
+    class and score are the highest-scoring ``results[].hypothesis`` (class '' and score 1.0
+    without results). Non-finite, zero or negative sizes are rejected one by one, never the
+    whole array.
+    """
+    from .detections_input import DetBox
+
+    boxes, rejected = [], []
+    for k, det in enumerate(msg.detections):
+        b = det.bbox
+        cx, cy = float(b.center.position.x), float(b.center.position.y)
+        sx, sy, theta = float(b.size_x), float(b.size_y), float(b.center.theta)
+        if not all(math.isfinite(v) for v in (cx, cy, sx, sy, theta)):
+            rejected.append(f"detection {k}: bbox has NaN or infinite values")
+            continue
+        if sx <= 0.0 or sy <= 0.0:
+            rejected.append(f"detection {k}: bbox size {sx:g}x{sy:g} is not positive")
+            continue
+        if theta:
+            c, s = abs(math.cos(theta)), abs(math.sin(theta))
+            sx, sy = sx * c + sy * s, sx * s + sy * c
+        class_id, score = "", 1.0
+        best = None
+        for r in det.results:
+            sc = float(r.hypothesis.score)
+            if math.isfinite(sc) and (best is None or sc > best):
+                best, class_id, score = sc, str(r.hypothesis.class_id), sc
+        boxes.append(DetBox(cx - sx / 2, cy - sy / 2, cx + sx / 2, cy + sy / 2, class_id, score))
+    return boxes, rejected
+
+
+def detection2d_array_msg(results: Sequence[ObjectResult], header: Any, class_of: Any = None) -> Any:
+    """``vision_msgs/Detection2DArray``: one ``Detection2D`` per visible object of a frame.
+
+    ``id`` = the tracking id (``str(object_id)``), ``results[0].hypothesis`` = class id (the
+    detector's class for objects a detection created, else ``class_of``'s '' -> "object") and
+    score (the mask's predicted IoU), ``bbox`` = the mask's box (pixel edges: centre
+    ``(x_min + x_max + 1) / 2``, size ``x_max - x_min + 1``).
+    """
+    from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
+
+    out = Detection2DArray()
+    out.header = header
+    for r in results:
+        x0, y0, x1, y1 = (int(v) for v in r.bbox)
+        if not r.visible or int(r.area) <= 0 or x1 < x0 or y1 < y0:
+            continue
+        det = Detection2D()
+        det.header = header
+        det.id = str(int(r.object_id))
+        det.bbox.center.position.x = (x0 + x1 + 1) / 2.0
+        det.bbox.center.position.y = (y0 + y1 + 1) / 2.0
+        det.bbox.size_x = float(x1 - x0 + 1)
+        det.bbox.size_y = float(y1 - y0 + 1)
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = (class_of(int(r.object_id)) if class_of is not None else "") or "object"
+        hyp.hypothesis.score = min(max(_finite(r.score), 0.0), 1.0)
+        det.results = [hyp]
+        out.detections.append(det)
+    return out
+
+
+def depth_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Tuple[np.ndarray, float]:
+    """A registered depth ``sensor_msgs/Image`` -> ``(HxW uint16 or float32 array, metres per unit)``.
+
+    Raises:
+        ConversionError: encodings other than 16UC1 / mono16 (millimetres) and 32FC1 (metres),
+            empty or oversized images, ``step`` / data size mismatches.
+    """
+    from .depth3d import DEPTH_SCALES
+
+    encoding = str(msg.encoding)
+    if encoding not in DEPTH_SCALES:
+        raise ConversionError(f"depth encoding {encoding!r} is not supported; use 16UC1 (millimetres) "
+                              f"or 32FC1 (metres)")
+    width, height, step = int(msg.width), int(msg.height), int(msg.step)
+    _check_size(width, height, max_side, "depth image")
+    itemsize = 2 if encoding != "32FC1" else 4
+    row = width * itemsize
+    if step < row or step % itemsize:
+        raise ConversionError(f"depth image step {step} does not fit a {encoding} row of {width} pixels "
+                              f"({row} bytes)")
+    if len(msg.data) != step * height:
+        raise ConversionError(f"depth image data holds {len(msg.data)} bytes, expected step * height = "
+                              f"{step * height}")
+    order = ">" if int(msg.is_bigendian) else "<"
+    dtype = np.dtype(f"{order}u2" if itemsize == 2 else f"{order}f4")
+    flat = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)[:, :row]
+    depth = np.ascontiguousarray(flat).view(dtype).reshape(height, width)
+    return depth.astype(dtype.newbyteorder("=")), DEPTH_SCALES[encoding]
+
+
+def detection3d_array_msg(geometries: Sequence[Any], header: Any, class_of: Any = None,
+                          scores: Any = None, with_cloud: bool = False) -> Any:
+    """``vision_msgs/Detection3DArray`` of per-object geometries, in the depth frame.
+
+    Per object: ``bbox`` (axis-aligned box of the inlier points: centre + size),
+    ``results[0].pose`` at the centroid (mean of the points), ``id`` the tracking id, optionally
+    ``source_cloud`` (the object's decimated points).
+    """
+    from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
+
+    out = Detection3DArray()
+    out.header = header
+    for g in geometries:
+        det = Detection3D()
+        det.header = header
+        det.id = str(int(g.object_id))
+        cx, cy, cz = (float(v) for v in g.center)
+        det.bbox.center.position.x, det.bbox.center.position.y, det.bbox.center.position.z = cx, cy, cz
+        sx, sy, sz = (float(v) for v in g.size)
+        det.bbox.size.x, det.bbox.size.y, det.bbox.size.z = sx, sy, sz
+        hyp = ObjectHypothesisWithPose()
+        hyp.hypothesis.class_id = (class_of(int(g.object_id)) if class_of is not None else "") or "object"
+        hyp.hypothesis.score = float((scores or {}).get(int(g.object_id), 1.0))
+        px, py, pz = (float(v) for v in g.centroid)
+        hyp.pose.pose.position.x, hyp.pose.pose.position.y, hyp.pose.pose.position.z = px, py, pz
+        det.results = [hyp]
+        if with_cloud and g.points is not None:
+            det.source_cloud = pointcloud2_msg(g.points, header)
+        out.detections.append(det)
+    return out
+
+
+def pointcloud2_msg(points: np.ndarray, header: Any, object_ids: Any = None) -> Any:
+    """``sensor_msgs/PointCloud2`` (unorganised) with float32 ``x, y, z``.
+
+    With ``object_ids`` (one per point) it also has a uint32 ``object_id`` field (rviz: colour by
+    the ``object_id`` channel).
+    """
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 3)
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+              for i, n in enumerate("xyz")]
+    if object_ids is not None:
+        rec = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("object_id", "<u4")])
+        rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
+        rec["object_id"] = np.asarray(object_ids, dtype=np.uint32)
+        fields.append(PointField(name="object_id", offset=12, datatype=PointField.UINT32, count=1))
+        data, point_step = rec.tobytes(), 16
+    else:
+        data, point_step = pts.astype("<f4").tobytes(), 12
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = 1, int(len(pts))
+    msg.fields = fields
+    msg.is_bigendian = False
+    msg.point_step = point_step
+    msg.row_step = point_step * int(len(pts))
+    msg.is_dense = True
+    msg.data = array.array("B", data)
+    return msg

@@ -87,6 +87,39 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "Segment requests waiting for the inference worker at most (the running one not "
               "counted); a call arriving when the queue is full is answered at once with success false, "
               "'busy ...'.", 1, 256),
+    # --- perception pipeline (issue 16): detector / click prompts, per-object 3D from depth
+    ParamSpec("topics.detections", "",
+              "Optional vision_msgs/Detection2DArray input (e.g. from yolo_ros): each array's boxes "
+              "prompt the tracker (new objects, or re-prompts of the objects they overlap); '' = off."),
+    ParamSpec("topics.clicked_point", "",
+              "Optional geometry_msgs/PointStamped input (rviz Publish Point: /clicked_point): a new "
+              "tracked object at that pixel; '' = off."),
+    ParamSpec("topics.depth", "",
+              "Optional registered depth image (16UC1 mm or 32FC1 m, aligned to the colour image) for "
+              "per-object 3D (~/detections_3d, ~/object_points); '' = off."),
+    ParamSpec("detections.iou_threshold", 0.3,
+              "A detection box re-prompts the tracked object it overlaps at least this much (IoU with "
+              "its tracked box or its last detection box; classes must agree where given).", 0.0, 1.0),
+    ParamSpec("detections.reprompt_interval", 1.0,
+              "Seconds between two re-prompts of one object by detections (0 = every array).",
+              0.0, 3600.0),
+    ParamSpec("detections.min_score", 0.0, "Detections whose best hypothesis scores below this are "
+              "ignored.", 0.0, 1.0),
+    ParamSpec("detections.forget_after", 30,
+              "A detection or click object the tracker reports lost and no detection supports for this "
+              "many tracked frames is dropped (0 = never).", 0, 100000),
+    ParamSpec("detections.max_wait", 0.5,
+              "Seconds a detection array stamped after the latest frame waits for its frame before it "
+              "is applied to the latest one.", 0.0, 10.0),
+    ParamSpec("depth.tolerance", 0.02,
+              "Most seconds between a colour frame's stamp and the depth image paired with it.", 0.0, 1.0),
+    ParamSpec("depth.edge_threshold", 0.05,
+              "Depth discontinuity: neighbouring pixels whose depths differ by more than this fraction "
+              "of the depth separate the object from what the mask spills onto (rejected).", 0.001, 1.0),
+    ParamSpec("depth.max_range", 10.0, "Depth beyond this many metres is ignored.", 0.1, 1000.0),
+    ParamSpec("depth.cloud_decimation", 2,
+              "Point clouds keep every N-th pixel row and column (centroid / extent use all pixels).",
+              1, 64),
     # --- outputs
     ParamSpec("output.masks", True, "Publish ~/masks (anima_sam2_msgs/ObjectMaskArray)."),
     ParamSpec("output.mask_in_results", True,
@@ -100,6 +133,16 @@ PARAMS: Tuple[ParamSpec, ...] = (
     ParamSpec("output.overlay_alpha", 0.5, "Opacity of the mask colours in ~/overlay.", 0.0, 1.0),
     ParamSpec("output.diagnostics", True, "Publish /diagnostics."),
     ParamSpec("output.diagnostics_period", 1.0, "Seconds between /diagnostics messages.", 0.1, 60.0),
+    ParamSpec("output.detections", True,
+              "Publish ~/detections (vision_msgs/Detection2DArray: box, score, tracking id per object)."),
+    ParamSpec("output.detections_3d", True,
+              "Publish ~/detections_3d (vision_msgs/Detection3DArray: centroid and extent per object, "
+              "in the depth frame; needs topics.depth)."),
+    ParamSpec("output.object_points", True,
+              "Publish ~/object_points (sensor_msgs/PointCloud2 of every object's masked depth, field "
+              "object_id; needs topics.depth)."),
+    ParamSpec("output.detection_clouds", False,
+              "Also put each object's points in its Detection3D.source_cloud."),
 )
 
 _BY_NAME = {p.name: p for p in PARAMS}
@@ -141,6 +184,22 @@ class NodeParams:
     output_overlay_alpha: float
     output_diagnostics: bool
     output_diagnostics_period: float
+    topics_detections: str
+    topics_clicked_point: str
+    topics_depth: str
+    detections_iou_threshold: float
+    detections_reprompt_interval: float
+    detections_min_score: float
+    detections_forget_after: int
+    detections_max_wait: float
+    depth_tolerance: float
+    depth_edge_threshold: float
+    depth_max_range: float
+    depth_cloud_decimation: int
+    output_detections: bool
+    output_detections_3d: bool
+    output_object_points: bool
+    output_detection_clouds: bool
 
 
 def attr_name(name: str) -> str:

@@ -32,6 +32,10 @@ from .detections_input import DetectionPrompter, DetectionsConfig
 
 # Depth images kept for pairing with colour frames by stamp.
 DEPTH_QUEUE = 8
+# While a depth stream is live (an image within the last DEPTH_LIVE s), a colour frame newer than
+# the newest depth image waits at most DEPTH_WAIT s for its depth (DDS delivers topics in any order).
+DEPTH_WAIT = 0.15
+DEPTH_LIVE = 1.0
 # Best effort matches reliable and best-effort publishers (yolo_ros, rviz's Publish Point).
 _INPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
                         history=HistoryPolicy.KEEP_LAST, durability=DurabilityPolicy.VOLATILE)
@@ -50,6 +54,8 @@ class Perception:
         self._lock = threading.Lock()
         self._info: Optional[Any] = None  # (K, width, height, frame_id) of the latest camera_info
         self._depth = DepthPairing(DEPTH_QUEUE)
+        self._depth_cond = threading.Condition()
+        self._depth_latest = (0, 0.0)  # (stamp ns, monotonic arrival) of the newest depth image
         self._subs: List[Any] = []
         self._pubs: Dict[str, Any] = {}
         self.last_3d_ms = 0.0
@@ -176,8 +182,22 @@ class Perception:
                               throttle_duration_sec=_WARN_PERIOD)
             return
         self.counters["depth_frames"] += 1
-        self._depth.put(DepthFrame(conversions.stamp_ns(msg.header.stamp), depth, scale,
-                                   conversions.header_copy(msg.header)))
+        stamp = conversions.stamp_ns(msg.header.stamp)
+        self._depth.put(DepthFrame(stamp, depth, scale, conversions.header_copy(msg.header)))
+        with self._depth_cond:
+            self._depth_latest = (max(stamp, self._depth_latest[0]), time.monotonic())
+            self._depth_cond.notify_all()
+
+    def _wait_for_depth(self, stamp: int) -> None:
+        """Wait (bounded) for a live depth stream to deliver the image of a newer colour frame."""
+        deadline = time.monotonic() + DEPTH_WAIT
+        with self._depth_cond:
+            while True:
+                newest, arrived = self._depth_latest
+                now = time.monotonic()
+                if newest >= stamp or now - arrived > DEPTH_LIVE or now >= deadline:
+                    return
+                self._depth_cond.wait(deadline - now)
 
     # ------------------------------------------------------------------ outputs (worker thread)
     def _wanted(self, key: str, enabled: bool) -> Any:
@@ -209,6 +229,7 @@ class Perception:
 
         p, warn = self._p, self._log.warning
         stamp = conversions.stamp_ns(frame.header.stamp)
+        self._wait_for_depth(stamp)
         depth, dt = self._depth.match(stamp, p.depth_tolerance)
         if depth is None:
             self.counters["frames_without_depth"] += 1

@@ -128,6 +128,7 @@ class Sam2Node(LifecycleNode):
         self._viz: Any = None
         self._viz_missing_logged = False
         self._configured = False
+        self._perception: Any = None  # perception.Perception: detections / clicks / depth (issue 16)
         from anima_sam2_msgs.action import Track
         from anima_sam2_msgs.srv import Segment
 
@@ -228,6 +229,9 @@ class Sam2Node(LifecycleNode):
             config = WorkerConfig(max_objects=p.max_objects, max_goals=p.max_goals, min_score=p.min_score,
                                   mask_in_results=p.output_mask_in_results, segment_queue=p.segment_queue)
             self._worker = Worker(segmenter, tracker, config, self.get_logger(), self._publish_outputs)
+            from .perception import Perception
+
+            self._perception = Perception(self, p, self._worker, _OUTPUT_QOS)
             self._worker.start()
             self._configured = True
             log.info(f"configured: {self._model!r} in {time.monotonic() - t0:.1f} s")
@@ -244,6 +248,8 @@ class Sam2Node(LifecycleNode):
         """Subscribe to the camera, start the diagnostics timer, enable the publishers."""
         try:
             self._create_camera_subscriptions()
+            if self._perception is not None:
+                self._perception.activate(self._camera_qos())
             p = self._params
             if p.output_diagnostics:
                 self._diag_timer = self.create_timer(
@@ -383,6 +389,8 @@ class Sam2Node(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
+        if self._perception is not None:
+            self._perception.deactivate()
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -401,6 +409,9 @@ class Sam2Node(LifecycleNode):
                 self.get_logger().warning("the inference thread did not stop within 10 s")
             self._worker = None
         self._wait_idle(DRAIN_TIMEOUT)
+        if self._perception is not None:
+            self._perception.destroy()
+            self._perception = None
         destroy_pub = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)
         for pub in self._pubs.values():
             destroy_pub(pub)
@@ -432,6 +443,8 @@ class Sam2Node(LifecycleNode):
         worker.slot.put(image, encoding, conversions.header_copy(msg.header))
 
     def _on_camera_info(self, msg: Any) -> None:
+        if self._perception is not None:
+            self._perception.on_camera_info(msg)
         pub = self._pubs.get("camera_info")
         if self._active and pub is not None and pub.get_subscription_count() > 0:
             pub.publish(msg)
@@ -653,6 +666,12 @@ class Sam2Node(LifecycleNode):
         p, pubs = self._params, self._pubs
         if p is None or not self._active or (source == "segment" and not p.output_segment_results):
             return
+        perception = self._perception
+        if perception is not None:
+            try:
+                perception.publish(frame, results, source)
+            except Exception as exc:  # noqa: BLE001 - the 2D outputs below go on
+                self.errors.report("perception outputs", exc)
 
         def wanted(key: str, enabled: bool) -> Any:
             pub = pubs.get(key)

@@ -267,6 +267,9 @@ class Worker:
         self._stop = False
         self._seg_seq: Optional[int] = None
         self.stats = WorkerStats()
+        # Detector / click prompt source (detections_input.DetectionPrompter), set by the node: its
+        # objects are tracked on every frame alongside the goals' (issue 16).
+        self.pipeline: Any = None
         self._thread = threading.Thread(target=self._run, name="sam2-inference", daemon=True)
 
     # ------------------------------------------------------------------ lifetime
@@ -453,11 +456,20 @@ class Worker:
         with self._cond:
             return len({oid for g in self._goals for oid in g.object_ids})
 
+    def notify(self) -> None:
+        """Wake the worker thread to re-check for work (new pipeline input)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _pipeline_wants(self) -> bool:
+        pipeline = self.pipeline
+        return pipeline is not None and pipeline.wants_frames()
+
     # ------------------------------------------------------------------ thread
     def _has_work(self) -> bool:
         if self._stop or self._jobs:
             return True
-        return self.slot.has_pending() and any(g.claimed for g in self._goals)
+        return self.slot.has_pending() and (any(g.claimed for g in self._goals) or self._pipeline_wants())
 
     def _run(self) -> None:
         while True:
@@ -468,7 +480,8 @@ class Worker:
                         break
                 if self._stop:
                     break
-                track_ready = self.slot.has_pending() and any(g.claimed for g in self._goals)
+                track_ready = self.slot.has_pending() and (any(g.claimed for g in self._goals)
+                                                           or self._pipeline_wants())
                 job = None
                 # Take turns when both wait: a burst of segment calls never starves the goals.
                 if self._jobs and not (track_ready and self._served_segment):
@@ -544,6 +557,8 @@ class Worker:
         with self._cond:
             removals, self._removals = self._removals, []
             owned = {oid for g in self._goals for oid in g.object_ids}
+        if self.pipeline is not None:
+            owned |= self.pipeline.owned_ids()
         known = set(self._tracker.object_ids)
         for oid in set(removals) | (known - owned):
             if oid in known:
@@ -591,7 +606,8 @@ class Worker:
         self._drop_removed()
         with self._cond:
             goals = [g for g in self._goals if g.claimed and g.end_reason is None]
-        if frame is None or not goals:
+        pipeline = self.pipeline
+        if frame is None or not (goals or (pipeline is not None and pipeline.wants_frames())):
             return
         from anima_sam2_ros.engine.validation import validate_prompt
 
@@ -620,8 +636,11 @@ class Worker:
         new_goals = [g for g in new_goals if g.end_reason is None]
         for goal in new_goals:
             prompts.extend(goal.prompts)
+        stamp = conversions.stamp_ns(frame.header.stamp) or None
+        if pipeline is not None:
+            prompts.extend(pipeline.prompts_for(stamp, hw))
         goals = [g for g in goals if g.end_reason is None]
-        if not goals:
+        if not goals and not (pipeline is not None and (pipeline.owned_ids() or prompts)):
             return
         t0, t0_wall = time.monotonic(), time.time()
         try:
@@ -636,9 +655,13 @@ class Worker:
             for goal in goals:
                 self.end_goal(goal, f"inference error: {text}")
             self._tracker.reset()
+            if pipeline is not None:
+                pipeline.reset()
             with self._cond:
                 self.stats.tracker_objects = 0
             return
+        if pipeline is not None:
+            pipeline.on_results(stamp, results)
         done, done_wall = time.monotonic(), time.time()
         infer_ms = (done - t0) * 1000.0
         latency_ms = (done - frame.received) * 1000.0
