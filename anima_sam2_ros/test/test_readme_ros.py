@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import time
+import warnings
 from typing import List, Optional
 
 import pytest
@@ -65,6 +66,26 @@ def readme(prefix: str) -> str:
     assert len(found) == 1, f"README: {len(found)} commands start with {prefix!r}"
     _ran.add(found[0])
     return found[0]
+
+
+def service_call(cmd: str, cwd: pathlib.Path) -> Optional[str]:
+    """Run a README ``ros2 service call`` line; None where this lane's ros2cli cannot run it.
+
+    ../shared/ros2-tools holds the Kilted line of ros2cli, whose ``service call`` does
+    ``with rclpy.init():`` (Kilted's rclpy only). In the Jazzy venv lane that verb cannot work; a
+    robot's Jazzy ros2cli has its own ``service call``. The Segment service itself is tested on
+    both lanes by test_node_segment.py; here the gap is said in the warnings summary.
+    """
+    import rclpy
+
+    if not hasattr(rclpy, "InitContextManager"):
+        out = run(cmd, cwd, ok=False)
+        if "does not support the context manager protocol" in out:
+            warnings.warn("`ros2 service call` not run: this lane's ros2cli (Kilted line from "
+                          "../shared/ros2-tools) needs Kilted's rclpy", stacklevel=2)
+            return None
+        return out
+    return run(cmd, cwd)
 
 
 def run(cmd: str, cwd: pathlib.Path, timeout: float = 120.0, ok: bool = True) -> str:
@@ -134,8 +155,8 @@ def test_sam2_launch_reaches_active_and_answers(ws, tmp_path):
                         ws, tmp_path / "camera.log")
     try:
         assert wait_state(ws, "active [3]", node).startswith("active [3]")
-        out = run(readme("ros2 service call /sam2_node/segment"), ws)
-        assert "success=True" in out, out[-2000:]
+        out = service_call(readme("ros2 service call /sam2_node/segment"), ws)
+        assert out is None or "success=True" in out, out[-2000:]
         want = {"/sam2_node/masks", "/sam2_node/overlay", "/sam2_node/label_image", "/sam2_node/markers"}
         deadline = time.monotonic() + 30
         while not want <= set(topics := run("ros2 topic list", ws).split()) and time.monotonic() < deadline:
@@ -159,8 +180,8 @@ def test_demo_launch_without_rviz_and_every_prompting_command(ws, tmp_path):
         out = run(readme("ros2 run anima_sam2_ros anima-sam2 segment --node /sam2_node --box"), tmp_path)
         assert "segment ok" in out and "object   2:" in out, out
         run(readme("ros2 run anima_sam2_ros anima-sam2 track"), tmp_path, timeout=180)
-        out = run(readme("ros2 service call /sam2_node/segment"), ws, ok=True)
-        assert "success=True" in out, out[-2000:]
+        out = service_call(readme("ros2 service call /sam2_node/segment"), ws)
+        assert out is None or "success=True" in out, out[-2000:]
         # ~/masks is published for tracked frames: listen before the goal starts.
         echo = Background(readme("ros2 topic echo --once /sam2_node/masks"), ws, tmp_path / "echo.log")
         time.sleep(3.0)  # the subscription is matched before the first tracked frame
