@@ -118,6 +118,12 @@ def test_int8_artifact_lines_with_documented_substitutions(tmp_path):
     assert "IoU mean" in evaluate.stdout and "point" in evaluate.stdout
     for proc in outputs:
         assert "Traceback" not in proc.stderr
+    # Progress on stderr: numbered stages with elapsed time, scenes counted.
+    for stage in ("[1/4] loading test-micro", "[2/4] quantizing", "[3/4] writing the artifact",
+                  "[4/4] INT8 vs FP32 fidelity", "scene 1/1", "done in"):
+        assert stage in quantize.stderr, (stage, quantize.stderr)
+    for stage in ("[1/3] loading A", "[2/3] loading B", "[3/3] comparing", "scene 1/1", "done in"):
+        assert stage in evaluate.stderr, (stage, evaluate.stderr)
 
 
 def test_missing_optional_dependencies_are_one_line(tmp_path):

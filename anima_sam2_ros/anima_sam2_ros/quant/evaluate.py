@@ -28,7 +28,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -294,12 +294,15 @@ def _tracking_fn():
 # ----------------------------------------------------------------------------------------------
 def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[int, int]] = DEFAULT_SIZES,
              num_frames: int = 8, num_objects: int = 2, seed: int = 0, tracking: bool = True,
-             is_dummy: Optional[bool] = None) -> Dict[str, Any]:
+             is_dummy: Optional[bool] = None,
+             on_step: Optional[Callable[[str, int, int], None]] = None) -> Dict[str, Any]:
     """Compare network ``a`` with reference ``b`` (bare ``Sam2VideoModel`` or ``LoadedModel``).
 
     Returns a JSON-able dict: ``image`` (per prompt kind: n, iou_mean/min, logit_rel_err_mean/max,
     score_abs_diff_mean), ``encoder_rel_err_mean``, ``tracking`` (per-frame IoU summary) and the
-    settings. Logs :data:`DUMMY_WARNING` when either network has dummy weights (or ``is_dummy``).
+    settings, and :data:`DUMMY_WARNING` as ``warning`` when either network has dummy weights (or
+    ``is_dummy``; logged at DEBUG only: the loader has warned, :func:`print_report` prints it).
+    ``on_step(what, done, total)`` is called after each scene and each tracked network (progress).
     """
     import torch
 
@@ -308,7 +311,8 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
         raise ValueError(f"the networks take different input sizes ({na.image_size} vs {nb.image_size})")
     dummy = bool(is_dummy) if is_dummy is not None else (na.is_dummy or nb.is_dummy)
     if dummy:
-        LOG.warning(DUMMY_WARNING)
+        LOG.debug(DUMMY_WARNING)
+    step = on_step or (lambda what, done, total: None)
     t0 = time.perf_counter()
     per_kind: Dict[str, Dict[str, List[float]]] = {}
     enc_err: List[float] = []
@@ -335,6 +339,7 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
                     row["iou"].append(_iou(_to_mask(la, (h, w)), _to_mask(lb, (h, w))))
                     row["rel"].append(_rel_err(la, lb))
                     row["score"].append(abs(sa - sb))
+            step("scene", s + 1, num_scenes)
         image_report = {}
         for kind, row in per_kind.items():
             iou_mean, iou_min, _ = _summary(row["iou"])
@@ -366,7 +371,9 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
             first = [prompts_for(m, rng)["point"] for m in gts[0] if m.any()]
             track, method = _tracking_fn()
             ta = track(na, frames, first)
+            step(f"tracking {num_frames} frames: network", 1, 2)
             tb = track(nb, frames, first)
+            step(f"tracking {num_frames} frames: network", 2, 2)
             ious, rels = [], []
             for fa, fb in zip(ta, tb, strict=True):
                 ma, mb = _to_mask(fa, (h, w)), _to_mask(fb, (h, w))
@@ -463,14 +470,21 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Execute ``anima-sam2 evaluate`` for parsed ``args``; returns the exit status."""
     from anima_sam2_ros.engine.errors import EngineError
+    from anima_sam2_ros.progress import Progress
 
+    progress = Progress(3)
     try:
+        progress.stage(f"loading A: {args.a}")
         a, dummy_a = _load_side(args.a, args.a_weights, args.device, args.seed)
+        progress.stage(f"loading B: {args.b}")
         b, dummy_b = _load_side(args.b, args.b_weights, args.device, args.seed)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = evaluate(a, b, num_scenes=args.scenes, num_frames=args.frames, is_dummy=dummy_a or dummy_b)
+    progress.stage(f"comparing on {args.scenes} synthetic scenes and {args.frames} tracked frames")
+    report = evaluate(a, b, num_scenes=args.scenes, num_frames=args.frames, is_dummy=dummy_a or dummy_b,
+                      on_step=lambda what, done, total: progress.step(done, total, what))
+    progress.done()
     report["a"], report["b"] = args.a, args.b
     print_report(report)
     if args.json:

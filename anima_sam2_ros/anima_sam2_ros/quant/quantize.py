@@ -141,19 +141,23 @@ def run_quantize(args: argparse.Namespace) -> int:
     from anima_sam2_ros.engine.errors import EngineError
     from anima_sam2_ros.engine.int8_loader import load_int8_artifact
     from anima_sam2_ros.engine.loading import load_model
+    from anima_sam2_ros.progress import Progress
 
     from .export import export_int8_artifact, measure_fp32_safetensors_bytes
     from .model_card import write_model_card
 
     base = _strip_int8(args.model)
     out = args.out or str(default_artifact_dir(base + "-int8"))
+    progress = Progress(3 if args.no_eval else 4)
     try:
+        progress.stage(f"loading {base} (fp32, weights {args.weights or 'default'})")
         t0 = time.perf_counter()
         fp32 = load_model(base, weights=args.weights, precision="fp32", device=args.device, seed=args.seed)
         LOG.info("loaded %s (%s) in %.1f s", base, fp32.weights_source, time.perf_counter() - t0)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    progress.stage(f"quantizing the Linear layers ({args.recipe})")
     fp32_bytes = measure_fp32_safetensors_bytes(fp32.model)
     qmodel = copy.deepcopy(fp32.model)
     names = quantize_model(qmodel, args.recipe)
@@ -164,6 +168,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         "seed": args.seed if fp32.is_dummy else None,
         "precision": "fp32",
     }
+    progress.stage(f"writing the artifact to {out} and loading it back")
     path = export_int8_artifact(qmodel, out, recipe=args.recipe, source_info=source,
                                 fp32_safetensors_bytes=fp32_bytes)
     del qmodel
@@ -178,11 +183,12 @@ def run_quantize(args: argparse.Namespace) -> int:
     if not args.no_eval:
         from .evaluate import evaluate, print_report
 
-        kwargs = {}
+        kwargs = {"on_step": lambda what, done, total: progress.step(done, total, what)}
         if args.eval_scenes is not None:
             kwargs["num_scenes"] = args.eval_scenes
         if args.eval_frames is not None:
             kwargs["num_frames"] = args.eval_frames
+        progress.stage("INT8 vs FP32 fidelity on synthetic scenes (--no-eval skips it)")
         with torch.inference_mode():
             report = evaluate(int8_net, fp32, **kwargs)
         report["a"] = f"INT8 artifact {path}"
@@ -191,6 +197,7 @@ def run_quantize(args: argparse.Namespace) -> int:
         (path / "fidelity.json").write_text(json.dumps(report, indent=2) + "\n")
         write_model_card(path)
         print_report(report)
+    progress.done()
     return 0
 
 
