@@ -1,6 +1,6 @@
 """A built-in synthetic camera: a deterministic moving-object sequence as ``sensor_msgs/Image``.
 
-``ros2 run anima_sam2_ros camera_source`` (or ``scripts/camera_source``) publishes
+``ros2 run anima_sam2_ros camera_source`` publishes
 ``image_raw`` (``sensor_msgs/Image``) and ``camera_info`` (``sensor_msgs/CameraInfo``), both
 relative names (use a namespace such as ``camera`` or remap them), stamped with the node's clock
 (``use_sim_time`` works) and ``frame_id``.
