@@ -1,10 +1,18 @@
 """Frames to network input, prompt coordinates to model space, logits back to source size.
 
-One definition serves images and camera streams (Meta's ``SAM2ImagePredictor``): uint8 RGB ->
-float in [0, 1] -> ``F.interpolate(size=(S, S), mode="bilinear", antialias=True,
-align_corners=False)`` -> ImageNet mean/std. Everything after the host-to-device copy of the uint8
-frame runs in torch on the model's device. The image is stretched to S x S (no padding, aspect
-ratio not kept), so a source pixel (x, y) maps to (x * S / W, y * S / H).
+Two definitions, one per path, each the one of the Meta predictor that path reproduces:
+
+* ``preprocess_image`` (``Segmenter``, Meta's ``SAM2ImagePredictor``): uint8 RGB -> float in
+  [0, 1] -> ``F.interpolate(size=(S, S), mode="bilinear", antialias=True, align_corners=False)``
+  -> ImageNet mean/std.
+* ``preprocess_video_frame`` (``Tracker``, Meta's video predictor, ``load_video_frames``): uint8
+  RGB -> bicubic resize of the **uint8** pixels exactly as ``PIL.Image.resize`` does it
+  (``pil_resize.py``) -> float64 / 255 -> float32 -> ImageNet mean/std. The two differ by up to
+  a few grey levels, which moves mask logits by ~0.5, so each path uses its own reference's.
+
+Everything after the host-to-device copy of the uint8 frame runs in torch on the model's device.
+The image is stretched to S x S (no padding, aspect ratio not kept), so a source pixel (x, y) maps
+to (x * S / W, y * S / H) on both paths.
 """
 
 from __future__ import annotations
@@ -71,6 +79,40 @@ def preprocess_image(image_rgb: np.ndarray, image_size: int, device: Any,
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     x = (x - mean) / std
     return x.to(dtype)
+
+
+def preprocess_video_frame(image_rgb: np.ndarray, image_size: int, device: Any,
+                           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``HxWx3`` uint8 RGB -> normalised ``(1, 3, S, S)`` tensor on ``device``, as Meta's video predictor.
+
+    ``np.array(Image.fromarray(rgb).resize((S, S))) / 255.0`` (bicubic on uint8, in float64), cast
+    to float32, minus ImageNet mean, divided by std in float32; returned in ``dtype``.
+    """
+    from .pil_resize import pil_bicubic_resize
+
+    if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 \
+            or image_rgb.shape[2] != 3:
+        raise InvalidInputError("preprocess_video_frame expects an HxWx3 uint8 RGB array")
+    size = int(image_size)
+    pixels = torch.from_numpy(np.ascontiguousarray(image_rgb)).to(device, non_blocking=True)
+    resized = pil_bicubic_resize(pixels.permute(2, 0, 1), (size, size))
+    x = _unit_float32(resized.device)[resized.long()].unsqueeze(0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    return x.to(dtype)
+
+
+_UNIT: dict = {}
+
+
+def _unit_float32(device: torch.device) -> torch.Tensor:
+    """``float32(v / 255.0)`` computed in float64 for v in 0..255: Meta's numpy division, exactly."""
+    table = _UNIT.get(device)
+    if table is None:
+        table = (torch.arange(256, dtype=torch.float64) / 255.0).to(torch.float32).to(device)
+        _UNIT[device] = table
+    return table
 
 
 def scale_points(points_xy: np.ndarray, src_hw: tuple, image_size: int) -> np.ndarray:

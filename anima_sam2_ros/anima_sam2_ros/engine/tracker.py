@@ -67,6 +67,11 @@ transformers' streaming session differs:
 ``semantics="transformers"`` reproduces transformers 5.x' streaming session bit for bit in those
 three places (used by the equivalence tests).
 
+Frames are preprocessed as Meta's video predictor does (``preprocess_video_frame``: bicubic
+resize of the uint8 frame exactly as ``PIL.Image.resize``, then /255 and ImageNet mean/std), not
+as the image predictor (``Segmenter``): the two differ by a few grey levels, enough to move every
+frame's logits by ~0.5.
+
 Other conventions: a re-prompt on a streamed frame conditions the object on that frame without
 memory (``is_init_cond_frame``: the frame has not been tracked yet, as in both references); a
 prompt gives either a mask or points/box (as in both video predictors); results carry the
@@ -84,7 +89,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError, ModelLoadError, UnknownObjectError
-from .preprocess import preprocess_image, scale_points, to_rgb, upsample_logits
+from .preprocess import preprocess_video_frame, scale_points, to_rgb, upsample_logits
 from .types import ObjectResult, Prompt
 from .validation import validate_image, validate_prompt
 
@@ -505,7 +510,7 @@ class Tracker:
         size = self._image_size
         hidden = net.hidden_dim
         fh, fw = net.backbone_feature_sizes[-1]
-        pixels = preprocess_image(rgb, size, dev)
+        pixels = preprocess_video_frame(rgb, size, dev)  # Meta's video predictor: PIL bicubic
         vision = net.get_image_features(pixels, return_dict=True)
         feats = vision.fpn_hidden_states  # (HW_l, 1, C_l)
         top, top_pos = feats[-1], vision.fpn_position_encoding[-1]

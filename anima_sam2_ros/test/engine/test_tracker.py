@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from anima_sam2_ros.engine.errors import InvalidInputError, UnknownObjectError
 from anima_sam2_ros.engine.position_cache import bypass_position_cache
-from anima_sam2_ros.engine.preprocess import preprocess_image, upsample_logits
+from anima_sam2_ros.engine.preprocess import preprocess_image, preprocess_video_frame, upsample_logits
 from anima_sam2_ros.engine.tracker import Tracker
 from anima_sam2_ros.engine.types import Prompt
 
@@ -249,8 +249,8 @@ def run_pair(loaded, schedule, n_frames, semantics):
         prompts = schedule.get(t)
         if prompts:
             ref.prompt(prompts)
-        with torch.inference_mode():
-            pixels = preprocess_image(img, loaded.image_size, "cpu")
+        with torch.inference_mode():  # Meta's video-predictor pixels (PIL bicubic), as the Tracker's
+            pixels = preprocess_video_frame(img, loaded.image_size, "cpu")
         ref_low, ref_logit = ref.step(pixels)
         results = trk.step(img, prompts)
         assert [r.object_id for r in results] == ref.session.obj_ids
