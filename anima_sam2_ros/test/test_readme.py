@@ -118,6 +118,10 @@ def test_int8_artifact_lines_with_documented_substitutions(tmp_path):
     assert "IoU mean" in evaluate.stdout and "point" in evaluate.stdout
     for proc in outputs:
         assert "Traceback" not in proc.stderr
+    # Dummy weights are said once per model, and the fidelity caveat once per report.
+    assert (quantize.stdout + quantize.stderr).count("HAS DUMMY (RANDOM) WEIGHTS") == 1
+    for proc in outputs:
+        assert (proc.stdout + proc.stderr).count("fidelity numbers say little") == 1
     # Progress on stderr: numbered stages with elapsed time, scenes counted.
     for stage in ("[1/4] loading test-micro", "[2/4] quantizing", "[3/4] writing the artifact",
                   "[4/4] INT8 vs FP32 fidelity", "scene 1/1", "done in"):

@@ -295,13 +295,13 @@ def _tracking_fn():
 def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[int, int]] = DEFAULT_SIZES,
              num_frames: int = 8, num_objects: int = 2, seed: int = 0, tracking: bool = True,
              is_dummy: Optional[bool] = None,
-             on_step: Optional[Callable[[str, int, int], None]] = None) -> Dict[str, Any]:
+             on_step: Optional[Callable[[str, int, int], None]] = None, warn: bool = True) -> Dict[str, Any]:
     """Compare network ``a`` with reference ``b`` (bare ``Sam2VideoModel`` or ``LoadedModel``).
 
     Returns a JSON-able dict: ``image`` (per prompt kind: n, iou_mean/min, logit_rel_err_mean/max,
     score_abs_diff_mean), ``encoder_rel_err_mean``, ``tracking`` (per-frame IoU summary) and the
     settings, and :data:`DUMMY_WARNING` as ``warning`` when either network has dummy weights (or
-    ``is_dummy``; logged at DEBUG only: the loader has warned, :func:`print_report` prints it).
+    ``is_dummy``), also logged unless ``warn`` is false (the CLI: :func:`print_report` prints it).
     ``on_step(what, done, total)`` is called after each scene and each tracked network (progress).
     """
     import torch
@@ -310,8 +310,8 @@ def evaluate(a: Any, b: Any, num_scenes: int = 6, image_sizes: Sequence[Tuple[in
     if na.image_size != nb.image_size:
         raise ValueError(f"the networks take different input sizes ({na.image_size} vs {nb.image_size})")
     dummy = bool(is_dummy) if is_dummy is not None else (na.is_dummy or nb.is_dummy)
-    if dummy:
-        LOG.debug(DUMMY_WARNING)
+    if dummy and warn:
+        LOG.warning(DUMMY_WARNING)
     step = on_step or (lambda what, done, total: None)
     t0 = time.perf_counter()
     per_kind: Dict[str, Dict[str, List[float]]] = {}
@@ -483,7 +483,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 2
     progress.stage(f"comparing on {args.scenes} synthetic scenes and {args.frames} tracked frames")
     report = evaluate(a, b, num_scenes=args.scenes, num_frames=args.frames, is_dummy=dummy_a or dummy_b,
-                      on_step=lambda what, done, total: progress.step(done, total, what))
+                      on_step=lambda what, done, total: progress.step(done, total, what), warn=False)
     progress.done()
     report["a"], report["b"] = args.a, args.b
     print_report(report)

@@ -183,7 +183,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     if not args.no_eval:
         from .evaluate import evaluate, print_report
 
-        kwargs = {"on_step": lambda what, done, total: progress.step(done, total, what)}
+        kwargs = {"on_step": lambda what, done, total: progress.step(done, total, what), "warn": False}
         if args.eval_scenes is not None:
             kwargs["num_scenes"] = args.eval_scenes
         if args.eval_frames is not None:
