@@ -150,7 +150,7 @@ def _resolve_hf_id(repo_id: str) -> str:
             f"weights {repo_id!r}: no such local directory, and not in the local Hugging Face cache "
             f"(this engine never downloads). Expected them under {expected} "
             f"(cache: {cache}; set HF_HOME to move it). "
-            f"Download them on a connected machine with `huggingface-cli download {repo_id}` and copy "
+            f"Download them on a connected machine with `hf download {repo_id}` and copy "
             f"the cache, or pass weights=<local directory>. ({type(exc).__name__})") from None
     return path
 
