@@ -130,6 +130,21 @@ def test_int8_artifact_lines_with_documented_substitutions(tmp_path):
         assert stage in evaluate.stderr, (stage, evaluate.stderr)
 
 
+def test_int8_lines_without_real_weights_say_so(tmp_path):
+    """The README's quantize line as written, on a machine without the weights: one clear error line."""
+    (quantize, _) = commands("INT8 artifact")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = dict(_plain_env(home), HF_HOME=str(tmp_path / "hf"))
+    proc = subprocess.run(["bash", "-c", quantize], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "hf download facebook/sam2.1-hiera-small" in errors[0] and "real weights" in errors[0]
+    assert "--weights dummy" in errors[0]
+
+
 def test_missing_optional_dependencies_are_one_line(tmp_path):
     """What a `pip install .` venv lacks: torchao (quantize) and the ROS interfaces (segment, track)."""
     env = _plain_env()

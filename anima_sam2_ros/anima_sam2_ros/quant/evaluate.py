@@ -479,7 +479,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         progress.stage(f"loading B: {args.b}")
         b, dummy_b = _load_side(args.b, args.b_weights, args.device, args.seed)
     except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc} [a registry name needs that model's real weights; --a-weights / --b-weights "
+              "dummy compare on random weights]", file=sys.stderr)
         return 2
     progress.stage(f"comparing on {args.scenes} synthetic scenes and {args.frames} tracked frames")
     report = evaluate(a, b, num_scenes=args.scenes, num_frames=args.frames, is_dummy=dummy_a or dummy_b,

@@ -155,7 +155,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         fp32 = load_model(base, weights=args.weights, precision="fp32", device=args.device, seed=args.seed)
         LOG.info("loaded %s (%s) in %.1f s", base, fp32.weights_source, time.perf_counter() - t0)
     except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc} [quantizing needs the model's real weights; --weights dummy runs the "
+              "pipeline on random weights]", file=sys.stderr)
         return 2
     progress.stage(f"quantizing the Linear layers ({args.recipe})")
     fp32_bytes = measure_fp32_safetensors_bytes(fp32.model)
