@@ -16,6 +16,18 @@ process per resolution: pre-rendered frames, each stamped with the wall clock ri
   goal feedback's ``latency_ms`` (frame arrival in the node -> ``Tracker.step`` done: the engine
   time, as the worker found the frame idle); overhead = end to end - node_ms per frame (camera ->
   node transport and image conversion, result conversion, publish, node -> client transport).
+* ``delivery`` (issue 13): per tracked frame, the feedback's latency trace (node clock stamps:
+  frame received, step start, step end, feedback published) and receipt times here and in a
+  *probe* (a second subscriber process on ``~/masks`` and the action's feedback topic), so each
+  hop is measured: camera -> node, waiting, inference, hand-off (step end -> feedback published),
+  and node -> client delivery (receipt - published) seen by this client and by the probe. A delay
+  the probe sees too is node-side (or transport); one only this client sees is client-side.
+  p50 / p99 / max over ``--track-frames`` frames; goal: no frame's delivery (receipt here - step
+  end) more than 50 ms beyond its inference.
+* ``load`` (``--load N``, issue 13): N concurrent ``~/segment`` calls, each with its own image,
+  while the camera runs and a track goal is active; ``get_state`` is asked every 0.25 s
+  meanwhile. Reports answered / sent, busy, timed out, the ``get_state`` latencies and the goal's
+  frames during the burst (goal: ``get_state`` within 1 s, the goal keeps receiving frames).
 * ``engine``: the same model measured in this process before the node starts (``Tracker.step``
   and ``Segmenter.set_image`` + ``segment`` on the same frames, same thread count), for
   reference (a different process: its numbers differ from the node's by warm-up and noise).
@@ -62,6 +74,8 @@ from . import (
 
 OVERHEAD_LIMIT = 0.15
 DEFAULT_RESOLUTIONS = "640x480,1280x720"
+# Issue 13: step end -> receipt by the client, every frame.
+DELIVERY_LIMIT_MS = 50.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,7 +101,25 @@ def _stamp_now(msg: Any) -> None:
 
 
 def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+    return _time_ns(header.stamp)
+
+
+def _time_ns(t: Any) -> int:
+    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
+
+
+def percentiles(values_ms: Sequence[float]) -> Dict[str, Any]:
+    """p50 / p99 / max / count of a list of milliseconds (NaN when empty)."""
+    vals = sorted(float(v) for v in values_ms)
+    if not vals:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
+
+    def pct(q: float) -> float:
+        k = (len(vals) - 1) * q / 100.0
+        lo, hi = int(k), min(int(k) + 1, len(vals) - 1)
+        return vals[lo] + (vals[hi] - vals[lo]) * (k - lo)
+
+    return {"p50": pct(50.0), "p99": pct(99.0), "max": vals[-1], "n": len(vals)}
 
 
 def _point_prompt(x: float, y: float, object_id: int = 0) -> Any:
@@ -213,6 +245,153 @@ def run_publisher(topic: str, width: int, height: int, rate: float, seed: int = 
 
 
 # ----------------------------------------------------------------------------------------------
+# probe subscriber (child process)
+# ----------------------------------------------------------------------------------------------
+def run_probe(node_base: str, out_path: str) -> int:
+    """Record receipt times of ``~/masks`` and the track feedback until SIGINT/SIGTERM.
+
+    Writes JSON ``{"masks": [[stamp_ns, recv_ns], ...], "feedback": [[stamp_ns, recv_ns], ...]}``
+    (stamp = the source frame's header stamp) to ``out_path``. Same QoS as the bench client.
+    """
+    import json
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from anima_sam2_msgs.action import Track
+    from anima_sam2_msgs.msg import ObjectMaskArray
+
+    stop = threading.Event()
+    try:
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    except ImportError:  # pragma: no cover - very old rclpy
+        rclpy.init()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = rclpy.create_node(f"bench_probe_{os.getpid()}")
+    got: Dict[str, List[List[int]]] = {"masks": [], "feedback": []}
+    node.create_subscription(ObjectMaskArray, f"{node_base}/masks",
+                             lambda m: got["masks"].append([_stamp_ns(m.header), time.time_ns()]),
+                             QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+    # Action feedback: the topic every action client subscribes to (default action feedback QoS).
+    node.create_subscription(Track.Impl.FeedbackMessage, f"{node_base}/track/_action/feedback",
+                             lambda m: got["feedback"].append([_stamp_ns(m.feedback.masks.header),
+                                                               time.time_ns()]),
+                             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        with open(out_path, "w", encoding="utf-8") as fh:
+            json.dump(got, fh)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def delivery_report(feedback: List[Tuple[int, Any]], masks: List[Tuple[int, int, int]],
+                    probe: Dict[str, List[List[int]]], skip: int) -> Dict[str, Any]:
+    """Per-hop latencies (ms) of the tracked frames from the feedback's latency trace.
+
+    ``feedback``: ``(receipt ns here, Track.Feedback)``; ``masks``: ``(receipt ns, stamp ns, n)``;
+    ``probe``: what ``run_probe`` wrote. The first ``skip`` frames (prompted frame, warm-up) are
+    left out.
+    """
+    masks_at = {stamp: recv for recv, stamp, _ in masks}
+    probe_masks = {int(s): int(r) for s, r in probe.get("masks", [])}
+    probe_fb = {int(s): int(r) for s, r in probe.get("feedback", [])}
+    hops: Dict[str, List[float]] = {k: [] for k in (
+        "camera_to_node", "wait", "inference", "handoff", "delivery_feedback", "delivery_masks",
+        "probe_delivery_feedback", "probe_delivery_masks", "beyond_inference")}
+    frames = sorted(feedback, key=lambda rf: _stamp_ns(rf[1].masks.header))[skip:]
+    worst: Tuple[float, int] = (float("-inf"), 0)
+    for recv, fb in frames:
+        stamp = _stamp_ns(fb.masks.header)
+        received, start, end, published = (_time_ns(fb.received), _time_ns(fb.step_start),
+                                           _time_ns(fb.step_end), _time_ns(fb.published))
+        if not (received and start and end and published):
+            continue
+        hops["camera_to_node"].append((received - stamp) / 1e6)
+        hops["wait"].append((start - received) / 1e6)
+        hops["inference"].append((end - start) / 1e6)
+        hops["handoff"].append((published - end) / 1e6)
+        hops["delivery_feedback"].append((recv - published) / 1e6)
+        beyond = (max(recv, masks_at.get(stamp, recv)) - end) / 1e6
+        hops["beyond_inference"].append(beyond)
+        worst = max(worst, (beyond, stamp))
+        if stamp in masks_at:
+            hops["delivery_masks"].append((masks_at[stamp] - end) / 1e6)
+        if stamp in probe_fb:
+            hops["probe_delivery_feedback"].append((probe_fb[stamp] - published) / 1e6)
+        if stamp in probe_masks:
+            hops["probe_delivery_masks"].append((probe_masks[stamp] - end) / 1e6)
+    out: Dict[str, Any] = {k: percentiles(v) for k, v in hops.items()}
+    out["frames"] = len(hops["inference"])
+    out["probe_frames"] = len(hops["probe_delivery_masks"])
+    out["worst_frame_stamp_ns"] = worst[1]
+    return out
+
+
+def load_phase(client: Any, scene: Any, prompt: Any, calls: int, timeout: float,
+               log: Callable[[str], None]) -> Dict[str, Any]:
+    """``calls`` concurrent segment calls (own images) while a goal runs and get_state is polled."""
+    from anima_sam2_msgs.srv import Segment
+
+    handle, feedback = client.start_goal([prompt])
+    try:
+        t_end = time.monotonic() + 60.0
+        while len(feedback) < 2 and time.monotonic() < t_end:
+            time.sleep(0.05)
+        frames_before = len(feedback)
+        latencies: List[float] = []
+        failures: List[str] = []
+        stop = threading.Event()
+
+        def probe() -> None:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                try:
+                    client.state(timeout=30.0)
+                    latencies.append((time.perf_counter() - t0) * 1000.0)
+                except Exception as exc:  # noqa: BLE001 - reported
+                    failures.append(repr(exc))
+                stop.wait(0.25)
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        requests = []
+        for i in range(calls):
+            req = Segment.Request()
+            req.image = _image_msg(scene.frame(100 + i), frame_id=f"load_{i}")
+            req.prompts = [prompt]
+            requests.append(req)
+        log(f"load: {calls} concurrent segment calls while a goal runs ...")
+        t0 = time.monotonic()
+        futures = [client.segment.call_async(r) for r in requests]
+        while time.monotonic() - t0 < timeout and not all(f.done() for f in futures):
+            time.sleep(0.05)
+        burst_s = time.monotonic() - t0
+        stop.set()
+        prober.join(60)
+        answers = [f.result() for f in futures if f.done()]
+        refused = [a.message for a in answers if not a.success]
+        frames_during = len(feedback) - frames_before
+    finally:
+        client.wait(handle.cancel_goal_async(), 30.0)
+    return {"sent": calls, "answered": len(answers), "success": sum(a.success for a in answers),
+            "busy": sum(m.startswith("busy") for m in refused),
+            "timed_out": sum(m.startswith("timed out") for m in refused),
+            "other": sorted(set(m for m in refused if not m.startswith(("busy", "timed out"))))[:5],
+            "burst_s": burst_s, "get_state_ms": percentiles(latencies), "get_state_failures": failures[:5],
+            "goal_frames_during": frames_during}
+
+
+# ----------------------------------------------------------------------------------------------
 # client (this process)
 # ----------------------------------------------------------------------------------------------
 class _Client:
@@ -233,8 +412,12 @@ class _Client:
         rclpy.init(context=self.ctx)
         self.node = rclpy.create_node(f"bench_client_{os.getpid()}", context=self.ctx)
         base = f"/{node_name}"
+        self.base = base
         self.get_state = self.node.create_client(GetState, f"{base}/get_state")
-        self.segment = self.node.create_client(Segment, f"{base}/segment")
+        # Deep enough for a whole burst of answers (--load): none is dropped on this side.
+        self.segment = self.node.create_client(
+            Segment, f"{base}/segment",
+            qos_profile=QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
         self.track = ActionClient(self.node, Track, f"{base}/track")
         self._lock = threading.Lock()
         self.masks: List[Tuple[int, int, int]] = []  # (receipt ns, stamp ns, objects)
@@ -317,20 +500,34 @@ class _Client:
         res, t1 = self.wait(self.segment.call_async(req), timeout)
         return res, (t1 - t0) * 1000.0
 
-    def track_goal(self, prompts: List[Any], max_frames: int, timeout: float) -> Tuple[Any, List[Any]]:
-        """Run one track goal to its end; ``(result, feedback list)``."""
+    def track_goal(self, prompts: List[Any], max_frames: int,
+                   timeout: float) -> Tuple[Any, List[Tuple[int, Any]]]:
+        """Run one track goal to its end; ``(result, [(receipt ns, feedback), ...])``."""
         from anima_sam2_msgs.action import Track
 
         goal_msg = Track.Goal()
         goal_msg.prompts = list(prompts)
         goal_msg.max_frames = int(max_frames)
-        feedback: List[Any] = []
+        feedback: List[Tuple[int, Any]] = []
         handle, _ = self.wait(self.track.send_goal_async(
-            goal_msg, feedback_callback=lambda fb: feedback.append(fb.feedback)), 30.0)
+            goal_msg, feedback_callback=lambda fb: feedback.append((time.time_ns(), fb.feedback))), 30.0)
         if not handle.accepted:
             raise RuntimeError("track goal rejected")
         res, _ = self.wait(handle.get_result_async(), timeout)
         return res.result, feedback
+
+    def start_goal(self, prompts: List[Any]) -> Tuple[Any, List[Tuple[int, Any]]]:
+        """Start an endless track goal; ``(goal handle, feedback list that fills)``."""
+        from anima_sam2_msgs.action import Track
+
+        goal_msg = Track.Goal()
+        goal_msg.prompts = list(prompts)
+        feedback: List[Tuple[int, Any]] = []
+        handle, _ = self.wait(self.track.send_goal_async(
+            goal_msg, feedback_callback=lambda fb: feedback.append((time.time_ns(), fb.feedback))), 30.0)
+        if not handle.accepted:
+            raise RuntimeError("track goal rejected")
+        return handle, feedback
 
     def close(self) -> None:
         import rclpy
@@ -386,11 +583,12 @@ def engine_reference(model: str, weights: str, precision: str, device: str,
 def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision: str = "fp32",
                    device: str = "cpu", resolutions: Sequence[Tuple[int, int]] = ((640, 480), (1280, 720)),
                    runs: int = 20, warmup: int = 3, rate: float = 0.0, threads: int = 1, seed: int = 0,
-                   start_timeout: float = 180.0,
+                   start_timeout: float = 180.0, track_frames: int = 0, load: int = 0,
                    log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Run the node bench (see the module docstring); returns the report.
 
     ``rate`` 0 picks a camera rate from the engine's tracking time (a frame every ~2 steps).
+    ``track_frames`` (0 = ``runs``) timed frames are tracked per resolution.
     """
     say = log or (lambda _msg: None)
     runs, warmup = max(1, int(runs)), max(0, int(warmup))
@@ -467,18 +665,34 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
                         infs.append(float(res.inference_ms))
                 seg_latest = _service_summary(rts, infs)
 
-                say(f"{key}: tracking {warmup + runs} frames ...")
-                client.take_masks()
-                n_frames = warmup + runs + 1
-                result, feedback = client.track_goal(
-                    [prompt], n_frames, timeout=60.0 + 4.0 * n_frames * (1.0 / cam_rate + step_ms / 1000.0))
-                time.sleep(0.2)
-                masks = client.take_masks()
+                n_track = int(track_frames) if track_frames and track_frames > 0 else runs
+                say(f"{key}: tracking {warmup + n_track} frames (with a probe subscriber process) ...")
+                fd, probe_path = tempfile.mkstemp(prefix="anima_bench_probe_", suffix=".json")
+                os.close(fd)
+                probe = _Child(["-m", "anima_sam2_ros.bench.node_bench", "--probe", client.base,
+                                "--out", probe_path], env, "probe")
+                try:
+                    time.sleep(2.0)  # discovery of the probe's subscriptions
+                    client.take_masks()
+                    n_frames = warmup + n_track + 1
+                    result, feedback = client.track_goal(
+                        [prompt], n_frames,
+                        timeout=60.0 + 4.0 * n_frames * (1.0 / cam_rate + step_ms / 1000.0))
+                    time.sleep(0.5)
+                    masks = client.take_masks()
+                finally:
+                    probe.stop()
+                probe_data = _read_json(probe_path)
+                load_report = None
+                if load > 0:
+                    load_report = load_phase(client, scene, prompt, int(load),
+                                             timeout=120.0 + 4.0 * load * eng["segment"]["median"] / 1000.0,
+                                             log=say)
             finally:
                 cam.stop()
             # Per frame (matched by the header stamp): camera publish -> masks here, and the node's
             # own arrival -> inference-done time from the goal feedback.
-            node_by_stamp = {_stamp_ns(fb.masks.header): float(fb.latency_ms) for fb in feedback}
+            node_by_stamp = {_stamp_ns(fb.masks.header): float(fb.latency_ms) for _, fb in feedback}
             timed = sorted(masks, key=lambda m: m[1])[1 + warmup:]  # skip the prompted frame + warm-up
             e2e = [(recv - stamp) / 1e6 for recv, stamp, _ in timed]
             node_ms = [node_by_stamp[stamp] for _, stamp, _ in timed if stamp in node_by_stamp]
@@ -492,11 +706,14 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
                 "masks_received": len(masks),
                 "reason": str(result.reason),
                 "camera_rate_hz": cam_rate,
+                "delivery": delivery_report(feedback, masks, probe_data, 1 + warmup),
             }
             track["overhead_ratio"] = ratio(track["overhead_ms"]["median"], track["node_ms"]["median"])
             track["e2e_over_engine_inprocess"] = ratio(track["e2e_ms"]["median"], step_ms)
             per_res[key] = {"segment_request": seg_req, "segment_latest": seg_latest, "track": track,
                             "engine": eng}
+            if load_report is not None:
+                per_res[key]["load"] = load_report
     except Exception as exc:
         raise RuntimeError(f"{type(exc).__name__}: {exc}\n--- sam2_node log (tail) ---\n"
                            f"{node.log_tail()}") from exc
@@ -514,12 +731,26 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
                       r["segment_request"]["overhead_ratio"], OVERHEAD_LIMIT, note="issue 6: <= 15%"))
     goals.append(goal(f"tracking camera->masks overhead / engine step at {first}",
                       r["track"]["overhead_ratio"], OVERHEAD_LIMIT, note="issue 6: <= 15%"))
+    worst = max((res["track"]["delivery"]["beyond_inference"]["max"] for res in per_res.values()),
+                default=float("nan"))
+    goals.append(goal("worst frame: client receipt - step end (ms), all resolutions", worst,
+                      DELIVERY_LIMIT_MS, note="issue 13: <= 50 ms for every frame"))
+    for key, res in per_res.items():
+        if "load" in res:
+            ld = res["load"]
+            goals.append(goal(f"get_state under {ld['sent']} concurrent segment calls at {key}: max ms",
+                              ld["get_state_ms"]["max"], 1000.0, note="issue 13: within 1 s"))
+            goals.append(goal(f"requests answered under load at {key}", float(ld["answered"]),
+                              float(ld["sent"]), rule=">=", note="issue 13: every request answered"))
+            goals.append(goal(f"goal frames during the burst at {key}", float(ld["goal_frames_during"]), 1.0,
+                              rule=">=", note="issue 13: the goal keeps receiving frames"))
     return {
         "bench": "node",
         "schema": SCHEMA_VERSION,
         "config": {"model": model, "weights": weights, "precision": precision, "device": device,
                    "resolutions": [f"{w}x{h}" for w, h in resolutions], "runs": runs, "warmup": warmup,
-                   "threads": threads, "rate": rate, "seed": seed,
+                   "threads": threads, "rate": rate, "seed": seed, "track_frames": track_frames,
+                   "load": load,
                    "rmw": os.environ.get("RMW_IMPLEMENTATION"), "domain_id": os.environ.get("ROS_DOMAIN_ID"),
                    "discovery_range": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"),
                    "dds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")},
@@ -527,6 +758,21 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
         "results": per_res,
         "goals": goals,
     }
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def _service_summary(rts: List[float], infs: List[float]) -> Dict[str, Any]:
@@ -560,6 +806,24 @@ def format_report(report: Dict[str, Any]) -> str:
                      f"{t['camera_rate_hz']:.2f} Hz; engine in this process: Tracker.step "
                      f"{r['engine']['track_step']['median']:.1f} ms, set_image + segment "
                      f"{r['engine']['segment']['median']:.1f} ms")
+    hop_rows = []
+    for key, r in report["results"].items():
+        d = r["track"]["delivery"]
+        for hop in ("camera_to_node", "wait", "inference", "handoff", "delivery_feedback", "delivery_masks",
+                    "probe_delivery_feedback", "probe_delivery_masks", "beyond_inference"):
+            h = d[hop]
+            hop_rows.append([key, hop, h["p50"], h["p99"], h["max"], h["n"]])
+    lines.append("tracking latency trace per frame (ms; delivery = receipt - published, masks: receipt - "
+                 "step end; probe = a second subscriber process):")
+    lines.append(format_table(["frame", "hop", "p50", "p99", "max", "frames"], hop_rows))
+    for key, r in report["results"].items():
+        if "load" in r:
+            ld = r["load"]
+            g = ld["get_state_ms"]
+            lines.append(f"{key} load: {ld['answered']}/{ld['sent']} answered ({ld['success']} success, "
+                         f"{ld['busy']} busy, {ld['timed_out']} timed out) in {ld['burst_s']:.1f} s; "
+                         f"get_state p50 {g['p50']:.1f} / max {g['max']:.1f} ms over {g['n']}; goal frames "
+                         f"during the burst {ld['goal_frames_during']}")
     lines.append("engine ms: segment rows = the node's inference_ms (its worker: set_image + segment); "
                  "track row = the feedback's latency_ms (frame arrival in the node -> Tracker.step done)")
     lines.append("goals:")
@@ -583,9 +847,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="FASTDDS_DEFAULT_PROFILES_FILE for every process: 'auto' = the installed "
                              "config/fastdds_shm.xml (shared memory: best-effort 720p frames are lost over "
                              "UDP loopback), 'none' = the environment's, or a path")
+    parser.add_argument("--track-frames", type=int, default=0,
+                        help="timed tracked frames per resolution (0 = --runs); the delivery percentiles "
+                             "are over these")
+    parser.add_argument("--load", type=int, default=0,
+                        help="also send this many concurrent segment calls while a goal runs (0 = off)")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
     parser.add_argument("--out", default=None, help="also write the JSON report to this file")
     parser.add_argument("--publisher", default=None, metavar="TOPIC", help=argparse.SUPPRESS)
+    parser.add_argument("--probe", default=None, metavar="NODE", help=argparse.SUPPRESS)
     parser.add_argument("--resolution", default="640x480", help=argparse.SUPPRESS)
     return parser
 
@@ -596,6 +866,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.json else logging.WARNING)
+    if args.probe:
+        return run_probe(args.probe, args.out)
     if args.publisher:
         w, h = parse_resolution(args.resolution)
         return run_publisher(args.publisher, w, h, args.rate if args.rate > 0 else 5.0, args.seed)
@@ -624,7 +896,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 device=args.device, resolutions=resolutions, runs=args.runs,
                                 warmup=args.warmup,
                                 rate=args.rate, threads=args.threads, seed=args.seed,
-                                start_timeout=args.start_timeout, log=log)
+                                start_timeout=args.start_timeout, track_frames=args.track_frames,
+                                load=args.load, log=log)
     except (RuntimeError, TimeoutError) as exc:
         print(f"node bench failed: {exc}", file=sys.stderr)
         return 1
