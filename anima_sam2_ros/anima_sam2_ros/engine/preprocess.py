@@ -143,6 +143,19 @@ def mask_prompt_to_lowres(mask: np.ndarray, image_size: int, device: Any) -> tor
     return t * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
 
 
+def mask_logits_to_lowres(logits: np.ndarray, image_size: int, device: Any) -> torch.Tensor:
+    """Low-res mask logits ``(h, w)`` -> ``(1, 1, S/4, S/4)`` float32 on ``device`` (Meta's ``mask_input``).
+
+    Used as they are; resized (bilinear, antialias, align_corners=False) only when not already
+    ``S/4 x S/4``, as ``SAM2ImagePredictor._predict`` does.
+    """
+    low = int(image_size) // 4
+    t = torch.as_tensor(np.ascontiguousarray(logits, dtype=np.float32)).to(device)[None, None]
+    if tuple(t.shape[-2:]) != (low, low):
+        t = F.interpolate(t, size=(low, low), mode="bilinear", align_corners=False, antialias=True)
+    return t
+
+
 def upsample_logits(low_res: torch.Tensor, src_hw: tuple) -> torch.Tensor:
     """``(..., h, w)`` logits -> ``(..., H, W)`` float32, bilinear, align_corners=False (no antialias).
 

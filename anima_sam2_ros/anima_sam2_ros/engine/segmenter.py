@@ -14,7 +14,11 @@ Behaviour follows Meta's ``SAM2ImagePredictor``:
   single-mask token is unstable (``dynamic_multimask_via_stability``, as Meta's decoder);
   ``multimask_output=True`` returns the three candidates, the best (by predicted IoU) as ``mask``.
 * Masks: low-res logits upsampled bilinear straight to the source size, threshold 0.
-  ``last_low_res_logits`` keeps the low-res logits clamped to +-32 (Meta's feedback convention).
+  ``last_low_res_logits`` keeps the low-res logits clamped to +-32 (Meta's feedback convention);
+  ``segment(..., return_logits=True)`` puts the chosen mask's into ``ObjectResult.low_res_logits``.
+* ``Prompt.mask_logits`` is Meta's ``mask_input``: the dense prompt is ``mask_embed`` of those
+  logits as given (a binary ``Prompt.mask`` becomes +-10 logits first); with points and/or a box,
+  or alone (zero sparse tokens, as a mask-only prompt).
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ import torch
 
 from .errors import InvalidInputError
 from .loading import LoadedModel, load_model
-from .preprocess import mask_prompt_to_lowres, preprocess_image, scale_points, to_rgb, upsample_logits
+from .preprocess import (
+    mask_logits_to_lowres,
+    mask_prompt_to_lowres,
+    preprocess_image,
+    scale_points,
+    to_rgb,
+    upsample_logits,
+)
 from .types import ObjectResult, Prompt
 from .validation import validate_image, validate_prompt
 
@@ -161,8 +172,12 @@ class Segmenter:
         self.set_image(image, encoding)
         return self.segment(prompts, multimask_output=multimask_output)
 
-    def segment(self, prompts: list[Prompt], multimask_output: bool = False) -> list[ObjectResult]:
+    def segment(self, prompts: list[Prompt], multimask_output: bool = False,
+                return_logits: bool = False) -> list[ObjectResult]:
         """Segment one object per prompt on the current image; results in prompt order.
+
+        ``return_logits``: fill ``ObjectResult.low_res_logits`` (the chosen mask's, clamped to +-32)
+        for feeding back as ``Prompt.mask_logits``.
 
         Raises:
             InvalidInputError: no image set, or a bad prompt (nothing is computed then).
@@ -178,7 +193,7 @@ class Segmenter:
         hw = self._image_hw
         checked = [validate_prompt(p, hw) for p in prompts]
         logits, ious, obj_logits = self.predict_logits(checked, multimask_output=multimask_output)
-        return self._results(checked, logits, ious, obj_logits, multimask_output)
+        return self._results(checked, logits, ious, obj_logits, multimask_output, return_logits)
 
     def predict_logits(self, prompts: list[Prompt], multimask_output: bool = False
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -205,7 +220,7 @@ class Segmenter:
                 for start in range(0, len(members), self.decoder_batch):
                     idx = members[start:start + self.decoder_batch]
                     logits, iou, obj = self._decode_group(
-                        [tokens[i] for i in idx], [prompts[i].mask for i in idx], count, multimask_output)
+                        [tokens[i] for i in idx], [prompts[i] for i in idx], count, multimask_output)
                     for j, i in enumerate(idx):
                         out_logits[i], out_iou[i], out_obj[i] = logits[j], iou[j], obj[j]
             logits = torch.stack(out_logits).float()
@@ -213,7 +228,16 @@ class Segmenter:
             obj = torch.stack(out_obj).float()
         return logits, iou, obj
 
-    def _decode_group(self, tokens: list[tuple[np.ndarray, np.ndarray]], masks: list[np.ndarray | None],
+    def _dense_input(self, prompt: Prompt) -> torch.Tensor | None:
+        """The prompt's low-res mask logits ``(1, 1, S/4, S/4)``: given, from a binary mask, or None."""
+        lm = self.model
+        if prompt.mask_logits is not None:
+            return mask_logits_to_lowres(prompt.mask_logits, lm.image_size, lm.device)
+        if prompt.mask is not None:
+            return mask_prompt_to_lowres(prompt.mask, lm.image_size, lm.device)
+        return None
+
+    def _decode_group(self, tokens: list[tuple[np.ndarray, np.ndarray]], prompts: list[Prompt],
                       count: int, multimask_output: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         lm = self.model
         net = lm.model
@@ -230,9 +254,10 @@ class Segmenter:
             sparse = torch.zeros(batch, 1, 0, channels, device=dev, dtype=embeddings.dtype)
         dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(
             batch, -1, *encoder.image_embedding_size)
-        with_mask = [j for j, m in enumerate(masks) if m is not None]
+        lows = [self._dense_input(p) for p in prompts]
+        with_mask = [j for j, m in enumerate(lows) if m is not None]
         if with_mask:
-            low = torch.cat([mask_prompt_to_lowres(masks[j], lm.image_size, dev) for j in with_mask])
+            low = torch.cat([lows[j] for j in with_mask])
             mask_dense = encoder.mask_embed(low)
             dense = dense.clone()
             dense[with_mask] = mask_dense.to(dense.dtype)
@@ -249,7 +274,8 @@ class Segmenter:
         return low_res[:, 0], iou[:, 0], obj[:, 0, 0]
 
     def _results(self, prompts: list[Prompt], logits: torch.Tensor, ious: torch.Tensor,
-                 obj_logits: torch.Tensor, multimask_output: bool) -> list[ObjectResult]:
+                 obj_logits: torch.Tensor, multimask_output: bool,
+                 return_logits: bool = False) -> list[ObjectResult]:
         self.last_low_res_logits = logits.clamp(-LOW_RES_CLAMP, LOW_RES_CLAMP)
         with torch.inference_mode():
             num, num_k = ious.shape
@@ -265,6 +291,9 @@ class Segmenter:
                 ious.double(), torch.sigmoid(obj_logits.double())[:, None], obj_logits.double()[:, None],
                 ious.argmax(dim=1).double()[:, None], stats.double().reshape(num, -1)], dim=1).cpu().numpy()
             masks_np = masks.cpu().numpy()
+            best = torch.from_numpy(packed[:, num_k + 2].astype(np.int64)).to(logits.device)
+            chosen = (self.last_low_res_logits[torch.arange(num, device=logits.device), best].cpu().numpy()
+                      if return_logits else None)
         scalars_np = packed[:, : num_k + 2]
         best_np = packed[:, num_k + 2].astype(np.int64)
         stats_np = packed[:, num_k + 3:].reshape(len(prompts), num_k, 5).astype(np.int64)
@@ -287,5 +316,6 @@ class Segmenter:
                 bbox=bbox,
                 area=area,
                 candidates=candidates,
+                low_res_logits=None if chosen is None else chosen[i].copy(),
             ))
         return results

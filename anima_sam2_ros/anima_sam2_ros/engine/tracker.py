@@ -325,6 +325,10 @@ class Tracker:
         next_id = self._max_id
         for raw in prompts:
             p = validate_prompt(raw, hw)
+            if p.mask_logits is not None:
+                raise InvalidInputError(
+                    f"prompt (object {p.object_id}): mask_logits refine a Segmenter prediction; the "
+                    f"tracker takes a binary mask (Meta's video predictor: add_new_mask)")
             if p.mask is not None and (p.points is not None or p.box is not None):
                 raise InvalidInputError(
                     f"prompt (object {p.object_id}): the tracker takes either a mask or points/box, not both")

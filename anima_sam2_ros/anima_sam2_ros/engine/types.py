@@ -11,8 +11,12 @@ import numpy as np
 class Prompt:
     """One object's prompt in source-image pixels.
 
-    Any combination of points (with labels), a box and a mask; at least one must be given.
-    ``object_id`` 0 lets the caller (tracker / node) assign one.
+    Any combination of points (with labels), a box and a mask (or ``mask_logits``); at least one
+    must be given. ``object_id`` 0 lets the caller (tracker / node) assign one.
+
+    ``mask_logits`` is Meta's ``mask_input``: the low-res logits of a previous prediction
+    (``ObjectResult.low_res_logits``, 256x256 for SAM 2.1), fed back to refine the mask
+    (``Segmenter`` only; the tracker takes binary masks, as Meta's video predictor).
     """
 
     object_id: int = 0
@@ -20,6 +24,7 @@ class Prompt:
     labels: np.ndarray | None = None  # (N,) int, 1 foreground, 0 background
     box: np.ndarray | None = None  # (4,) float, x_min y_min x_max y_max in source pixels
     mask: np.ndarray | None = None  # (H, W) bool or uint8 (non-zero = object), source size
+    mask_logits: np.ndarray | None = None  # (h, w) float low-res logits (S/4 = 256), or (1, h, w)
 
 
 @dataclass
@@ -37,3 +42,6 @@ class ObjectResult:
     lost: bool = False  # tracker: no presence for `lost_after` consecutive frames
     lost_frames: int = 0  # tracker: consecutive frames without presence
     event: str = ""  # tracker: "", "added", "reprompted", "lost", "reacquired"
+    # Segmenter with return_logits=True: the chosen mask's (S/4, S/4) float32 low-res logits,
+    # clamped to +-32 (Meta's convention), ready to send back as Prompt.mask_logits.
+    low_res_logits: np.ndarray | None = None

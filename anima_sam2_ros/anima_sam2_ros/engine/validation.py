@@ -17,6 +17,7 @@ from .types import Prompt
 
 MAX_IMAGE_SIDE = 8192
 MAX_POINTS = 256
+MAX_MASK_LOGITS_SIDE = 1024  # SAM 2.1's own are 256 x 256
 # 1 foreground, 0 background; SAM's internal -1 (padding) and 2/3 (box corners) are not for users.
 VALID_LABELS = (0, 1)
 
@@ -68,8 +69,11 @@ def validate_prompt(prompt: Prompt, image_hw: tuple) -> Prompt:
     oid = prompt.object_id
     if isinstance(oid, bool) or not isinstance(oid, numbers.Integral) or oid < 0:
         raise InvalidInputError(f"object_id must be a non-negative integer, got {oid!r}")
-    if prompt.points is None and prompt.box is None and prompt.mask is None:
+    mask_logits = getattr(prompt, "mask_logits", None)
+    if prompt.points is None and prompt.box is None and prompt.mask is None and mask_logits is None:
         raise InvalidInputError(f"prompt (object {oid}) has no points, box or mask")
+    if prompt.mask is not None and mask_logits is not None:
+        raise InvalidInputError(f"prompt (object {oid}): give mask or mask_logits, not both")
 
     points = labels = box = mask = None
     if prompt.points is not None:
@@ -137,4 +141,22 @@ def validate_prompt(prompt: Prompt, image_hw: tuple) -> Prompt:
             raise InvalidInputError("mask is empty (no non-zero pixel)")
         mask = m
 
-    return Prompt(object_id=int(oid), points=points, labels=labels, box=box, mask=mask)
+    if mask_logits is not None:
+        mask_logits = _mask_logits(mask_logits)
+    return Prompt(object_id=int(oid), points=points, labels=labels, box=box, mask=mask,
+                  mask_logits=mask_logits)
+
+
+def _mask_logits(value) -> np.ndarray:
+    """``(h, w)`` or ``(1, h, w)`` finite floats -> ``(h, w)`` float32."""
+    arr = _float_array(value, "mask_logits")
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2 or arr.size == 0:
+        raise InvalidInputError(f"mask_logits must be a non-empty (h, w) array, got shape {arr.shape}")
+    if max(arr.shape) > MAX_MASK_LOGITS_SIDE:
+        raise InvalidInputError(f"mask_logits {arr.shape} exceeds {MAX_MASK_LOGITS_SIDE} per side "
+                                f"(SAM 2.1's low-res logits are 256 x 256)")
+    if not np.isfinite(arr).all():
+        raise InvalidInputError("mask_logits contain NaN or infinite values")
+    return np.ascontiguousarray(arr, dtype=np.float32)
