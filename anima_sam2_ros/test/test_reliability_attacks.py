@@ -25,6 +25,7 @@ pytestmark = pytest.mark.ros
 
 NAME = "sam2_attacks_test"
 MAX_SIDE = 2048
+MAX_RESULT_MB = 16.0
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def env(tmp_path_factory):
     from sam2_client import running_node
 
     overrides = {"topics.compressed_image": "image/compressed", "max_image_side": MAX_SIDE,
-                 "camera_timeout": 5.0}
+                 "camera_timeout": 5.0, "max_result_mb": MAX_RESULT_MB}
     with running_node(tmp_path_factory.mktemp("attacks"), NAME, overrides=overrides,
                       log_tail=12000) as env:
         yield env
@@ -308,3 +309,22 @@ def test_refusals_are_logged_throttled_and_quote_the_real_limit(env):
     assert not res.success
     assert f"limit of {MAX_SIDE} pixels per side (parameter max_image_side)" in res.message, res.message
     assert str(conversions.DEFAULT_MAX_SIDE) not in res.message
+
+
+def test_oversized_answers_are_refused_before_inference(env):
+    from sam2_client import point_prompt
+    from sensor_msgs.msg import Image
+
+    client, node = env
+    side = 2048
+    big = Image(width=side, height=side, encoding="mono8", step=side,
+                data=array.array("B", bytes(side * side)))
+    # 8 masks of 2048 x 2048 = 32 MB in one answer: over max_result_mb 16, refused up front.
+    res = client.segment_call([point_prompt(100 * (i + 1), 500) for i in range(8)], image=big)
+    assert not res.success
+    assert "32 MB of masks (8 prompts x 2048x2048), more than max_result_mb = 16" in res.message, res.message
+    # 4 of them (16 MB) are answered.
+    res = client.segment_call([point_prompt(100 * (i + 1), 500) for i in range(4)], image=big, timeout=120.0)
+    assert res.success, res.message
+    assert len(res.result.objects) == 4
+    _alive_and_serving(client, node)

@@ -60,7 +60,9 @@ def env(tmp_path_factory):
     good, bad = _save_weights(tmp)
     node = start_node(tmp, NAME, autostart=False,
                       overrides={"weights": str(bad), "max_objects": 6, "camera_timeout": 5.0,
-                                 "client_lost_timeout": 1.0})
+                                 "client_lost_timeout": 1.0,
+                                 # the out-of-memory test's 6 masks of 4096^2 (96 MB) must reach the engine
+                                 "max_result_mb": 512.0})
     e = Env(node, Sam2Client(NAME), str(good))
     try:
         assert e.client.get_state.wait_for_service(timeout_sec=60.0), "node did not come up"

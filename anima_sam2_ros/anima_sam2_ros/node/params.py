@@ -87,6 +87,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "Segment requests waiting for the inference worker at most (the running one not "
               "counted); a call arriving when the queue is full is answered at once with success false, "
               "'busy ...'.", 1, 256),
+    ParamSpec("max_result_mb", 64.0,
+              "Largest mask payload of one segment answer (prompts x image pixels, one byte each, when "
+              "output.mask_in_results is true): a bigger request is refused before inference.", 1.0, 4096.0),
     # --- perception pipeline (issue 16): detector / click prompts, per-object 3D from depth
     ParamSpec("topics.detections", "",
               "Optional vision_msgs/Detection2DArray input (e.g. from yolo_ros): each array's boxes "
@@ -175,6 +178,7 @@ class NodeParams:
     client_lost_timeout: float
     segment_timeout: float
     segment_queue: int
+    max_result_mb: float
     output_masks: bool
     output_mask_in_results: bool
     output_label_image: bool

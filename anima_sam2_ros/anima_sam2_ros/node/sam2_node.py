@@ -526,6 +526,14 @@ class Sam2Node(LifecycleNode):
         except InvalidInputError as exc:
             response.message = str(exc)
             return None
+        if p.output_mask_in_results:  # the answer holds one source-size mono8 mask per prompt
+            h, w = frame.image.shape[:2]
+            mb = h * w * len(prompts) / 2**20
+            if mb > p.max_result_mb:
+                response.message = (f"the answer would hold {mb:.0f} MB of masks ({len(prompts)} prompts x "
+                                    f"{w}x{h}), more than max_result_mb = {p.max_result_mb:g}: send fewer "
+                                    f"prompts or a smaller image")
+                return None
         return worker.submit_segment(frame, prompts, bool(request.multimask_output), p.segment_timeout)
 
     @staticmethod
