@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import threading
 import time
 import traceback
@@ -55,6 +56,41 @@ class ErrorLog:
                 self._log.error(f"exception in {what} (the node keeps running; {count} so far): {text}")
         except Exception:  # noqa: BLE001 - logging must not raise either
             pass
+
+
+class RefusalLog:
+    """Warnings about refused requests, throttled per kind of reason.
+
+    The first refusal of each kind (its text with the numbers taken out) is logged at once, so
+    every distinct reason shows up; repeats of a kind are logged at most once per ``period``
+    seconds, with the running count. A flood of one refusal costs one line per period.
+    """
+
+    _KINDS = 256  # distinct kinds remembered (then forgotten all at once)
+
+    def __init__(self, logger: Any, what: str, period: float) -> None:
+        self._log = logger
+        self._what = what
+        self._period = float(period)
+        self._lock = threading.Lock()
+        self._last: Dict[str, float] = {}
+        self.count = 0
+
+    def refused(self, reason: str) -> None:
+        """Count one refusal; log it if it is the first of its kind or the period has passed."""
+        kind = re.sub(r"\d+(\.\d+)?", "#", reason)[:160]
+        now = time.monotonic()
+        with self._lock:
+            self.count += 1
+            count = self.count
+            last = self._last.get(kind)
+            due = last is None or now - last >= self._period
+            if due:
+                if len(self._last) >= self._KINDS:
+                    self._last.clear()
+                self._last[kind] = now
+        if due:
+            self._log.warning(f"{self._what} ({count} so far): {reason}")
 
 
 class SafeExecutor(MultiThreadedExecutor):

@@ -62,7 +62,7 @@ from rclpy.task import Future as RclpyFuture
 from anima_sam2_ros.engine.errors import InvalidInputError
 
 from . import conversions, params
-from .safety import ErrorLog, SafeExecutor, guarded
+from .safety import ErrorLog, RefusalLog, SafeExecutor, guarded
 from .shutdown import ignore_further_sigint
 
 try:  # Jazzy and later
@@ -110,8 +110,9 @@ class Sam2Node(LifecycleNode):
         self._cb_timer = MutuallyExclusiveCallbackGroup()
         self._cb_deadline = MutuallyExclusiveCallbackGroup()
         self._deadline_timer: Any = None
-        self._refused = 0  # segment calls answered success false
-        self._goals_rejected = 0
+        # Refused calls / rejected goals: each kind of reason logged at once, repeats throttled.
+        self._refusals = RefusalLog(self.get_logger(), "segment refused", REFUSAL_LOG_PERIOD)
+        self._goal_refusals = RefusalLog(self.get_logger(), "track goal rejected", REFUSAL_LOG_PERIOD)
         self._params: Optional[params.NodeParams] = None
         self._model: Any = None
         self._worker: Any = None
@@ -474,9 +475,7 @@ class Sam2Node(LifecycleNode):
                 response.message = f"internal error: {type(exc).__name__}: {exc}"
                 self.errors.report("segment", exc)
             if not response.success:
-                self._refused += 1
-                self.get_logger().warning(f"segment refused ({self._refused} so far): {response.message}",
-                                          throttle_duration_sec=REFUSAL_LOG_PERIOD)
+                self._refusals.refused(response.message)
         return response
 
     def _answered(self, job: Any) -> RclpyFuture:
@@ -560,18 +559,14 @@ class Sam2Node(LifecycleNode):
         worker = self._worker
         if not self._active or worker is None:
             state = "active" if self._configured else "configured"
-            self._goals_rejected += 1
-            self.get_logger().warning(f"track goal rejected ({self._goals_rejected} so far): the node is "
-                                      f"not {state}", throttle_duration_sec=REFUSAL_LOG_PERIOD)
+            self._goal_refusals.refused(f"the node is not {state}")
             return GoalResponse.REJECT
         p = self._params
         goal, reason = worker.reserve_goal(goal_request.prompts, goal_request.max_frames,
                                            goal_request.min_score, goal_request.max_lost_frames,
                                            goal_request, p.max_image_side if p is not None else 8192)
         if goal is None:
-            self._goals_rejected += 1
-            self.get_logger().warning(f"track goal rejected ({self._goals_rejected} so far): {reason}",
-                                      throttle_duration_sec=REFUSAL_LOG_PERIOD)
+            self._goal_refusals.refused(reason)
             return GoalResponse.REJECT
         self.get_logger().info(f"track goal accepted: objects {goal.object_ids}, max_frames "
                                f"{goal.max_frames}")
@@ -756,7 +751,7 @@ class Sam2Node(LifecycleNode):
             "segment_queued": str(snap["segment_queued"]),
             "segment_busy": str(snap["segment_busy"]),
             "segment_timeouts": str(snap["segment_timeouts"]),
-            "segment_refused": str(self._refused),
+            "segment_refused": str(self._refusals.count),
             "callback_errors": str(self.errors.total),
             "track_goals": str(snap["goals"]),
             "tracked_objects": str(snap["objects"]),
