@@ -23,7 +23,11 @@ process per resolution: pre-rendered frames, each stamped with the wall clock ri
   and node -> client delivery (receipt - published) seen by this client and by the probe. A delay
   the probe sees too is node-side (or transport); one only this client sees is client-side.
   p50 / p99 / max over ``--track-frames`` frames; goal: no frame's delivery (receipt here - step
-  end) more than 50 ms beyond its inference.
+  end) more than 50 ms beyond its inference. This client spins a ``SingleThreadedExecutor``
+  (``--client-executor single``, the default): with rclpy's ``MultiThreadedExecutor`` (2 threads,
+  ``--client-executor multi``) this client received frames up to 1.1 s (test-micro) and 6.9 s
+  (hiera-tiny) late while the probe got the same messages within 11 ms; that was the
+  "multi-second delivery delay" of the earlier runs (issue 13).
 * ``load`` (``--load N``, issue 13): N concurrent ``~/segment`` calls, each with its own image,
   while the camera runs and a track goal is active; ``get_state`` is asked every 0.25 s
   meanwhile. Reports answered / sent, busy, timed out, the ``get_state`` latencies and the goal's
@@ -397,11 +401,11 @@ def load_phase(client: Any, scene: Any, prompt: Any, calls: int, timeout: float,
 class _Client:
     """rclpy node in its own context, spinning in a thread: segment / track clients, masks recorder."""
 
-    def __init__(self, node_name: str) -> None:
+    def __init__(self, node_name: str, executor: str = "single") -> None:
         import rclpy
         from lifecycle_msgs.srv import GetState
         from rclpy.action import ActionClient
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
         from anima_sam2_msgs.action import Track
@@ -423,7 +427,8 @@ class _Client:
         self.masks: List[Tuple[int, int, int]] = []  # (receipt ns, stamp ns, objects)
         self.node.create_subscription(ObjectMaskArray, f"{base}/masks", self._on_masks,
                                       QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.ctx)
+        self.executor = (SingleThreadedExecutor(context=self.ctx) if executor == "single"
+                         else MultiThreadedExecutor(num_threads=2, context=self.ctx))
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -584,6 +589,7 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
                    device: str = "cpu", resolutions: Sequence[Tuple[int, int]] = ((640, 480), (1280, 720)),
                    runs: int = 20, warmup: int = 3, rate: float = 0.0, threads: int = 1, seed: int = 0,
                    start_timeout: float = 180.0, track_frames: int = 0, load: int = 0,
+                   client_executor: str = "single",
                    log: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Run the node bench (see the module docstring); returns the report.
 
@@ -617,7 +623,7 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
     client = None
     per_res: Dict[str, Dict[str, Any]] = {}
     try:
-        client = _Client(name)
+        client = _Client(name, client_executor)
         client.wait_active(start_timeout, node.alive)
         for w, h in resolutions:
             key = f"{w}x{h}"
@@ -750,7 +756,7 @@ def run_node_bench(model: str = "test-micro", weights: str = "dummy", precision:
         "config": {"model": model, "weights": weights, "precision": precision, "device": device,
                    "resolutions": [f"{w}x{h}" for w, h in resolutions], "runs": runs, "warmup": warmup,
                    "threads": threads, "rate": rate, "seed": seed, "track_frames": track_frames,
-                   "load": load,
+                   "load": load, "client_executor": client_executor,
                    "rmw": os.environ.get("RMW_IMPLEMENTATION"), "domain_id": os.environ.get("ROS_DOMAIN_ID"),
                    "discovery_range": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE"),
                    "dds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")},
@@ -850,6 +856,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--track-frames", type=int, default=0,
                         help="timed tracked frames per resolution (0 = --runs); the delivery percentiles "
                              "are over these")
+    parser.add_argument("--client-executor", choices=("multi", "single"), default="single",
+                        help="executor of this client process: rclpy MultiThreadedExecutor (2 threads) or "
+                             "SingleThreadedExecutor (the probe process always uses a single-threaded one)")
     parser.add_argument("--load", type=int, default=0,
                         help="also send this many concurrent segment calls while a goal runs (0 = off)")
     parser.add_argument("--json", action="store_true", help="print only the JSON report")
@@ -897,7 +906,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 warmup=args.warmup,
                                 rate=args.rate, threads=args.threads, seed=args.seed,
                                 start_timeout=args.start_timeout, track_frames=args.track_frames,
-                                load=args.load, log=log)
+                                load=args.load, client_executor=args.client_executor, log=log)
     except (RuntimeError, TimeoutError) as exc:
         print(f"node bench failed: {exc}", file=sys.stderr)
         return 1
