@@ -333,11 +333,13 @@ _SUBCOMMANDS = {
     "engine": "anima_sam2_ros.bench.engine_bench",
     "stream": "anima_sam2_ros.bench.stream_bench",
     "node": "anima_sam2_ros.bench.node_bench",
+    "perception": "anima_sam2_ros.bench.perception_bench",
 }
 
 _USAGE = """usage: anima-sam2 bench [engine] [OPTIONS]   engine latency + memory (the default)
        anima-sam2 bench stream [OPTIONS]         1000+ frames: growth, ours vs transformers' session
        anima-sam2 bench node [OPTIONS]           the ROS node across processes (needs the workspace)
+       anima-sam2 bench perception [OPTIONS]     per-object 3D cost; detections -> masks latency (node)
 Each prints a table and a JSON report (--json: only the JSON; --out FILE: write it). --help per bench."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 DEPTH_SCALES = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
 # Percentiles of the inlier coordinates that bound the reported extent (robust to stray pixels).
 _EXTENT_PERCENTILES = (0.5, 99.5)
+_EXTENT_SAMPLE = 20000
 
 
 @dataclass(frozen=True)
@@ -154,17 +155,19 @@ def object_geometry(object_id: int, depth: np.ndarray, scale: float, mask: np.nd
     n = int(vv.size)
     if n < min_points:
         return None
-    zk = z[vv, uu].astype(np.float64)
-    xs = (uu + x0 - intr.cx) * zk / intr.fx
-    ys = (vv + y0 - intr.cy) * zk / intr.fy
-    pts = np.stack([xs, ys, zk], axis=1)
-    centroid = pts.mean(axis=0)
-    lo_p, hi_p = np.percentile(pts, _EXTENT_PERCENTILES, axis=0)
+    zk = z[vv, uu]
+    xs = (uu + np.float32(x0 - intr.cx)) * zk * np.float32(1.0 / intr.fx)
+    ys = (vv + np.float32(y0 - intr.cy)) * zk * np.float32(1.0 / intr.fy)
+    centroid = np.array([xs.mean(dtype=np.float64), ys.mean(dtype=np.float64), zk.mean(dtype=np.float64)])
+    # Robust extent: percentiles on at most _EXTENT_SAMPLE evenly strided points (cost bounded).
+    step = max(1, n // _EXTENT_SAMPLE)
+    sample = np.stack([xs[::step], ys[::step], zk[::step]], axis=1)
+    lo_p, hi_p = np.percentile(sample, _EXTENT_PERCENTILES, axis=0).astype(np.float64)
     cloud = None
     if cloud_stride and cloud_stride > 0:
         s = int(cloud_stride)
         sel = ((vv + y0) % s == 0) & ((uu + x0) % s == 0)
-        cloud = pts[sel].astype(np.float32)
+        cloud = np.stack([xs[sel], ys[sel], zk[sel]], axis=1).astype(np.float32, copy=False)
     return ObjectGeometry(int(object_id), centroid, lo_p, hi_p, n, n_valid - n, cloud)
 
 
