@@ -128,14 +128,16 @@ def run_engine_bench(model: str = "sam2.1-hiera-small", weights: Optional[str] =
         track_fill: propagated frames before the tracking warm-up (fills the memory bank).
         batch: prompts of the batched / sequential decoder measurement.
     """
+    say = log or (lambda _msg: None)
+    say(f"importing torch and transformers, loading {model} ({precision}, weights {weights})")
     import torch
-    import transformers  # noqa: F401 - imported before the load is timed
-    from transformers import Sam2VideoModel  # noqa: F401 - (lazy module) also before the load is timed
 
     from anima_sam2_ros.engine import Segmenter, Tracker, load_model
+    from anima_sam2_ros.engine.hf_import import transformers_sam2
     from anima_sam2_ros.engine.validation import validate_prompt
 
-    say = log or (lambda _msg: None)
+    # transformers' SAM 2 classes (a lazy module) imported before the load is timed, without torchao.
+    _ = transformers_sam2().Sam2VideoModel
     if threads:
         torch.set_num_threads(int(threads))
     runs, warmup = max(1, int(runs)), max(0, int(warmup))
@@ -150,7 +152,7 @@ def run_engine_bench(model: str = "sam2.1-hiera-small", weights: Optional[str] =
     dev = lm.device
     _sync(torch, dev)
     load_s = time.perf_counter() - t0
-    say(f"loaded {lm!r} in {load_s:.2f} s")
+    say(f"  loaded {lm!r} in {load_s:.2f} s")
     cuda = dev.type == "cuda"
     compiled: List[str] = []
     if use_compile:
@@ -168,12 +170,12 @@ def run_engine_bench(model: str = "sam2.1-hiera-small", weights: Optional[str] =
 
     timings: Dict[str, Dict[str, Any]] = {}
     seg = Segmenter(lm)
-    say("encoder ...")
+    say(f"image encoder: {warmup} + {runs} runs")
     timings["encoder"] = time_calls(lambda: seg.set_image(image), runs, warmup, sync)
 
     one = [validate_prompt(p, hw) for p in _prompts(scene, 1)]
     many = [validate_prompt(p, hw) for p in _prompts(scene, batch)]
-    say("decoder ...")
+    say(f"mask decoder: 1 / {batch} prompts, {warmup} + {runs} runs each")
     timings["decoder_1"] = time_calls(lambda: seg.predict_logits(one), runs, warmup, sync)
     timings[f"decoder_{batch}_batched"] = time_calls(lambda: seg.predict_logits(many), runs, warmup, sync)
 
@@ -194,7 +196,8 @@ def run_engine_bench(model: str = "sam2.1-hiera-small", weights: Optional[str] =
     track_state: Dict[str, int] = {}
     frames = [scene.frame(t) for t in range(16)]
     for n in objects:
-        say(f"tracking step, {n} objects ...")
+        say(f"tracking step, {n} objects: {track_fill} frames to fill the memory, {track_warmup} + "
+            f"{track_runs} runs")
         trk = Tracker(lm)
         trk.step(frames[0], _prompts(scene, int(n)))
         for t in range(1, 1 + max(0, int(track_fill))):
@@ -328,7 +331,12 @@ def run_bench(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"anima-sam2 bench: {exc}", file=sys.stderr)
         return 2
-    log = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from anima_sam2_ros.progress import Progress
+
+    # Stages: load, encoder, decoder, one per object count; "  " lines are details of a stage.
+    progress = Progress(3 + len(objects))
+    log = None if args.json else (lambda msg: progress._print("      " + msg.strip()) if msg.startswith("  ")
+                                  else progress.stage(msg))
     try:
         report = run_engine_bench(
             model=args.model, weights=args.weights, precision=args.precision, device=args.device,

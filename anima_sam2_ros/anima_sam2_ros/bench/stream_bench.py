@@ -193,8 +193,11 @@ def run_child(impl: str, model: str = "test-micro", weights: str = "dummy", prec
                 "state_bytes": int(runner.state_nbytes()),
                 "cuda_mb": torch.cuda.memory_allocated(lm.device) / 2**20 if cuda else None,
             }
-            say(f"{impl}: frame {t + 1}: {points[str(t + 1)]['frame_ms_median']:.2f} ms/frame, "
-                f"RSS {points[str(t + 1)]['rss_mb']:.0f} MiB, state {points[str(t + 1)]['state_bytes']} B")
+            spent = time.perf_counter() - t_all
+            left = f", ~{spent / (t + 1) * (frames - t - 1):.0f} s left" if t + 1 < frames else ""
+            say(f"{impl}: frame {t + 1}/{frames}: {points[str(t + 1)]['frame_ms_median']:.2f} ms/frame, "
+                f"RSS {points[str(t + 1)]['rss_mb']:.0f} MiB, state {points[str(t + 1)]['state_bytes']} B "
+                f"({spent:.0f} s{left})")
     return {
         "impl": impl,
         "model": lm.name,
@@ -390,10 +393,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     import torch
 
-    results = {impl: _spawn_child(impl, args, quiet=args.json) for impl in impls}
+    from anima_sam2_ros.progress import Progress
+
+    ab = bool(args.ab_frames and set(impls) == set(IMPLS))
+    progress = Progress(len(impls) + int(ab), enabled=not args.json)
+    results = {}
+    for impl in impls:
+        progress.stage(f"{impl}: {args.frames} frames in a fresh process")
+        results[impl] = _spawn_child(impl, args, quiet=args.json)
     equal_work = None
-    if args.ab_frames and set(impls) == set(IMPLS):
+    if ab:
+        progress.stage(f"equal work: both in one process, taking turns on {args.ab_frames} frames")
         equal_work = _spawn_child("equal_work", args, quiet=args.json)
+    progress.done()
     config = {"model": args.model, "weights": args.weights, "precision": args.precision,
               "device": args.device, "resolution": list(resolution), "frames": args.frames,
               "checkpoints": checkpoints,
