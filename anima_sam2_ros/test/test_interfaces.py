@@ -42,6 +42,7 @@ def test_interfaces_come_from_the_msgs_package_and_the_node_package_is_installed
         "labels": "sequence<int8>",
         "box": "sequence<float>",
         "mask": "sensor_msgs/Image",
+        "mask_logits": "sequence<float>",
     }
     fields = ObjectMask.get_fields_and_field_types()
     for name, typ in [("object_id", "uint32"), ("mask", "sensor_msgs/Image"), ("score", "float"),
@@ -51,10 +52,11 @@ def test_interfaces_come_from_the_msgs_package_and_the_node_package_is_installed
     assert ObjectMaskArray.get_fields_and_field_types()["header"] == "std_msgs/Header"
     req = Segment.Request.get_fields_and_field_types()
     assert req == {"image": "sensor_msgs/Image", "prompts": "sequence<anima_sam2_msgs/Prompt>",
-                   "multimask_output": "boolean"}
+                   "multimask_output": "boolean", "return_mask_logits": "boolean"}
     res = Segment.Response.get_fields_and_field_types()
     assert res == {"success": "boolean", "message": "string",
-                   "result": "anima_sam2_msgs/ObjectMaskArray", "inference_ms": "float"}
+                   "result": "anima_sam2_msgs/ObjectMaskArray", "inference_ms": "float",
+                   "mask_logits_size": "uint32", "mask_logits": "sequence<float>"}
     goal = Track.Goal.get_fields_and_field_types()
     assert goal == {"prompts": "sequence<anima_sam2_msgs/Prompt>", "max_frames": "uint32",
                     "min_score": "float", "max_lost_frames": "uint32"}

@@ -18,6 +18,7 @@ says what was wrong and what is accepted.
 from __future__ import annotations
 
 import array
+import dataclasses
 import math
 from typing import Any, Sequence, Tuple
 
@@ -243,10 +244,11 @@ def prompt_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Prompt:
 
     Raises:
         ConversionError: labels count != points count, a label other than 0/1, a box without 4
-            values, NaN/inf values, a bad mask image, or nothing given.
+            values, NaN/inf values, a bad mask image, mask logits that are not a square, or
+            nothing given.
     """
     oid = int(msg.object_id)
-    points = labels = box = mask = None
+    points = labels = box = mask = mask_logits = None
     if len(msg.points):
         points = np.array([[p.x, p.y] for p in msg.points], dtype=np.float64)
         if not np.isfinite(points).all():
@@ -274,9 +276,49 @@ def prompt_from_msg(msg: Any, max_side: int = DEFAULT_MAX_SIDE) -> Prompt:
             mask = mask_from_msg(msg.mask, max_side)
         except ConversionError as exc:
             raise ConversionError(f"prompt (object {oid}): {exc}") from None
-    if points is None and box is None and mask is None:
+    if len(getattr(msg, "mask_logits", ())):
+        mask_logits = mask_logits_from_msg(msg.mask_logits, oid)
+    if points is None and box is None and mask is None and mask_logits is None:
         raise ConversionError(f"prompt (object {oid}) has no points, box or mask")
-    return Prompt(object_id=oid, points=points, labels=labels, box=box, mask=mask)
+    return Prompt(object_id=oid, points=points, labels=labels, box=box, mask=mask,
+                  mask_logits=mask_logits)
+
+
+#: Longest side of mask logits a prompt may carry (SAM 2.1's are 256; the engine allows 1024).
+MAX_MASK_LOGITS_SIDE = 1024
+
+
+def mask_logits_from_msg(values: Any, oid: int = 0) -> np.ndarray:
+    """``Prompt.mask_logits`` (row-major ``n * n`` floats) -> ``(n, n)`` float32 array.
+
+    Raises:
+        ConversionError: the length is not a square, too large, or values are NaN/inf.
+    """
+    count = len(values)
+    side = math.isqrt(count)
+    if side * side != count or side == 0:
+        raise ConversionError(f"prompt (object {oid}): mask_logits must hold n x n values (256 x 256 "
+                              f"for SAM 2.1, as returned by Segment), got {count}")
+    if side > MAX_MASK_LOGITS_SIDE:
+        raise ConversionError(f"prompt (object {oid}): mask_logits {side} x {side} exceed "
+                              f"{MAX_MASK_LOGITS_SIDE} x {MAX_MASK_LOGITS_SIDE}")
+    arr = np.asarray(values, dtype=np.float32).reshape(side, side)
+    if not np.isfinite(arr).all():
+        raise ConversionError(f"prompt (object {oid}): mask_logits contain NaN or infinite values")
+    return arr
+
+
+def mask_logits_fields(results: Sequence[ObjectResult]) -> Tuple[int, array.array]:
+    """Segment response ``(mask_logits_size, mask_logits)``: every result's low-res logits, in order.
+
+    Results without logits give ``(0, empty)``; all results of one call share one size.
+    """
+    lows = [r.low_res_logits for r in results]
+    if not lows or any(low is None for low in lows):
+        return 0, array.array("f")
+    side = int(lows[0].shape[-1])
+    flat = np.concatenate([np.ascontiguousarray(low, dtype=np.float32).reshape(-1) for low in lows])
+    return side, array.array("f", flat.tobytes())
 
 
 def assign_ids(prompts: Sequence[Prompt], taken: Sequence[int] = ()) -> list:
@@ -299,7 +341,7 @@ def assign_ids(prompts: Sequence[Prompt], taken: Sequence[int] = ()) -> list:
             while next_id in used:
                 next_id += 1
             used.add(next_id)
-            p = Prompt(object_id=next_id, points=p.points, labels=p.labels, box=p.box, mask=p.mask)
+            p = dataclasses.replace(p, object_id=next_id)
         out.append(p)
     return out
 

@@ -533,7 +533,8 @@ class Sam2Node(LifecycleNode):
                                     f"{w}x{h}), more than max_result_mb = {p.max_result_mb:g}: send fewer "
                                     f"prompts or a smaller image")
                 return None
-        return worker.submit_segment(frame, prompts, bool(request.multimask_output), p.segment_timeout)
+        return worker.submit_segment(frame, prompts, bool(request.multimask_output), p.segment_timeout,
+                                     return_logits=bool(request.return_mask_logits))
 
     @staticmethod
     def _segment_response(job: Any, response: Any) -> None:
@@ -545,6 +546,7 @@ class Sam2Node(LifecycleNode):
         objects, header, ms = job.future.result()
         response.result = conversions.mask_array_msg(objects, header)
         response.inference_ms = float(ms)
+        response.mask_logits_size, response.mask_logits = job.mask_logits
         response.success = True
         response.message = f"{len(objects)} object(s) in {ms:.1f} ms"
 

@@ -196,10 +196,12 @@ class SegmentJob:
     """
 
     def __init__(self, frame: Frame, prompts: List[Any], multimask: bool,
-                 timeout: Optional[float] = None) -> None:
+                 timeout: Optional[float] = None, return_logits: bool = False) -> None:
         self.frame = frame
         self.prompts = prompts
         self.multimask = multimask
+        self.return_logits = bool(return_logits)
+        self.mask_logits: Tuple[int, Any] = (0, [])  # (side, flat floats) when return_logits
         self.arrived = time.monotonic()
         self.timeout = timeout
         self.deadline = self.arrived + timeout if timeout else float("inf")
@@ -295,13 +297,13 @@ class Worker:
 
     # ------------------------------------------------------------------ segment
     def submit_segment(self, frame: Frame, prompts: List[Any], multimask: bool,
-                       timeout: Optional[float] = None) -> SegmentJob:
+                       timeout: Optional[float] = None, return_logits: bool = False) -> SegmentJob:
         """Queue a segment request (deadline ``timeout`` s from now); its ``future`` gets the answer.
 
         Never blocks: with ``segment_queue`` requests already waiting, the future fails at once
         with ``BusyError``.
         """
-        job = SegmentJob(frame, prompts, multimask, timeout)
+        job = SegmentJob(frame, prompts, multimask, timeout, return_logits)
         with self._cond:
             if self._stop:
                 job.resolve(error=InvalidInputError("the node is shutting down"))
@@ -524,7 +526,8 @@ class Worker:
                 self._seg_seq = None
                 self._segmenter.set_image(frame.image, encoding=frame.encoding)
                 self._seg_seq = frame.seq if frame.seq > 0 else None
-            results = self._segmenter.segment(job.prompts, multimask_output=job.multimask)
+            results = self._segmenter.segment(job.prompts, multimask_output=job.multimask,
+                                              return_logits=job.return_logits)
         except InvalidInputError as exc:
             job.resolve(error=exc)
             return
@@ -538,6 +541,8 @@ class Worker:
             header = conversions.header_copy(frame.header)
             objects = [conversions.object_mask_msg(r, header, self.config.mask_in_results,
                                                    self.config.min_score) for r in results]
+            if job.return_logits:
+                job.mask_logits = conversions.mask_logits_fields(results)
         except Exception as exc:  # noqa: BLE001
             text = self._report_error("segment result conversion", exc)
             job.resolve(error=RuntimeError(text))
