@@ -25,6 +25,8 @@ setup(
         ("share/" + PACKAGE + "/rviz", glob.glob("rviz/*.rviz")),
     ],
     install_requires=["setuptools"],
+    # colcon test runs pytest (not unittest) when pytest is a test extra, as in ros2 packages.
+    extras_require={"test": ["pytest"]},
     zip_safe=False,
     maintainer="anima_sam2_ros maintainers",
     maintainer_email="maintainers@anima-robotics.invalid",

@@ -162,7 +162,14 @@ test_lane() {
     --install-base "$INSTALL" --event-handlers console_direct+ --return-code-on-test-failure \
     "${pytest_args[@]}" || true
   log "colcon test-result (ROS 2 $DISTRO)"
-  colcon test-result --test-result-base "$BUILD/anima_sam2_ros" --verbose
+  local summary
+  summary=$(colcon test-result --test-result-base "$BUILD/anima_sam2_ros" --verbose) || { echo "$summary"; return 1; }
+  echo "$summary"
+  # No result file or no test at all is a failure, not a pass (colcon test-result says 0 here).
+  if ! grep -qE '^Summary: [1-9][0-9]* tests' <<<"$summary"; then
+    echo "colcon test ran no tests in the ROS 2 $DISTRO lane" >&2
+    return 1
+  fi
 }
 
 run_tests() {
