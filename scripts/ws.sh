@@ -83,8 +83,9 @@ setup() {
     "$PY" -m pip install -q -r "$VENV/requirements-common.txt" "${DISTRO_REQS[@]/#/-r}" 2>&1 \
       | grep -v "^WARNING: Location" || true
   fi
-  "$PY" -c "import torch, rclpy, transformers, torchao, safetensors, cv2" \
-    || { echo "dependency install failed" >&2; exit 1; }
+  # torchao prints its optional kernels' load failures on import: shown only if the check fails.
+  "$PY" -c "import torch, rclpy, transformers, torchao, safetensors, cv2" > "$VENV/.anima-deps-check.log" 2>&1 \
+    || { cat "$VENV/.anima-deps-check.log" >&2; echo "dependency install failed" >&2; exit 1; }
   "$PY" "$ROOT/scripts/fix_wheel_cmake_paths.py" "$VENV"
   echo "$want" > "$STAMP"
   engine_editable
