@@ -296,8 +296,11 @@ def test_rviz_topics_are_the_nodes_topics():
     _, manager, displays = _rviz_displays()
     node_source = pathlib.Path(sam2_node.__file__).read_text()
     assert '"sam2_node"' in node_source, "the node's default name is sam2_node"
+    # The perception outputs (issue 16) are created by node/perception.py.
+    node_source += (pathlib.Path(sam2_node.__file__).parent / "perception.py").read_text()
     topics = {d["Topic"]["Value"]: d["Class"] for d in displays if "Topic" in d}
-    expected_types = {"overlay": "Image", "label_image": "Image", "markers": "MarkerArray"}
+    expected_types = {"overlay": "Image", "label_image": "Image", "markers": "MarkerArray",
+                      "object_points": "PointCloud2"}
     seen = set()
     for topic, cls in topics.items():
         if topic.startswith("/sam2_node/"):
@@ -305,6 +308,8 @@ def test_rviz_topics_are_the_nodes_topics():
             assert f'"~/{leaf}"' in node_source, f"rviz shows {topic} but the node has no ~/{leaf}"
             assert cls.endswith("/" + expected_types[leaf])
             seen.add(leaf)
+        elif topic == "/clicked_point":  # rviz's Publish Point tool -> the node's topics.clicked_point
+            assert cls.endswith("/PointStamped")
         else:
             # The demo camera: camera_source publishes `image_raw` in namespace `camera`.
             assert topic == "/camera/image_raw"
