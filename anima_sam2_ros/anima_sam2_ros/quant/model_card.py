@@ -112,7 +112,8 @@ def render_model_card(info: Dict[str, Any], fidelity: Optional[Dict[str, Any]] =
         "`P.bias`; dequantised weight = (weight_int8 - weight_zero_point) * weight_scale. All other "
         "tensors under their `state_dict` names. Loads with `safetensors` alone, with any torchao or none.",
         "- `config.json`: transformers `Sam2VideoConfig`.",
-        "- `preprocessor_config.json`: uint8 RGB → [0, 1] → bilinear antialias resize → ImageNet mean/std.",
+        "- `preprocessor_config.json`: uint8 RGB → [0, 1] → bilinear antialias resize → ImageNet mean/std "
+        "(segmentation); tracking resizes the uint8 frame bicubic as PIL first (Meta's video predictor).",
         f"- `{QUANT_FILE}`: format, recipe, quantized modules, versions, source, sizes, "
         "sha256 of every file.",
         f"- `{FIDELITY_FILE}`: the fidelity numbers above.",
