@@ -61,7 +61,8 @@ def test_interfaces_come_from_the_msgs_package_and_the_node_package_is_installed
     assert goal == {"prompts": "sequence<anima_sam2_msgs/Prompt>", "max_frames": "uint32",
                     "min_score": "float", "max_lost_frames": "uint32"}
     assert set(Track.Result.get_fields_and_field_types()) == {"frames_processed", "object_ids", "reason"}
-    assert set(Track.Feedback.get_fields_and_field_types()) == {"masks", "frame_index", "latency_ms"}
+    assert set(Track.Feedback.get_fields_and_field_types()) == {
+        "masks", "frame_index", "latency_ms", "received", "step_start", "step_end", "published"}
 
 
 def test_field_checks_are_on():
