@@ -39,7 +39,8 @@ DEVICE=${DEVICE:-cuda}
 PRECISIONS=${PRECISIONS:-fp32 bf16 fp16 int8}
 COMPILE=${COMPILE:-0 1}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+# The Python package lives in the ROS package folder anima_sam2_ros/.
+export PYTHONPATH="$ROOT/anima_sam2_ros${PYTHONPATH:+:$PYTHONPATH}"
 
 log() { printf '==> %s\n' "$*" | tee -a "$LOG" >&2; }
 

@@ -229,7 +229,7 @@ def test_gpu_bench_script_runs_end_to_end_on_cpu(tmp_path):
     Every precision, with and without torch.compile, gives a report; the README table and the
     JSON come out. A lent GPU runs the same code.
     """
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repository
     out = tmp_path / "out"
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, DEVICE="cpu", MODEL="test-micro",
                RESOLUTION="64x48", RUNS="1", WARMUP="0", OBJECTS="1,2", TRACK_FILL="1",

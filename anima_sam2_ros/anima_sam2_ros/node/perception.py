@@ -29,6 +29,7 @@ from . import conversions
 from .click_input import ClickError, click_to_pixel
 from .depth3d import DepthFrame, DepthPairing, Intrinsics, object_geometry
 from .detections_input import DetectionPrompter, DetectionsConfig
+from .safety import RefusalLog
 
 # Depth images kept for pairing with colour frames by stamp.
 DEPTH_QUEUE = 8
@@ -50,6 +51,9 @@ class Perception:
         self._p = p
         self._worker = worker
         self._log = node.get_logger()
+        # Throttled per kind of reason: a new reason (wrong size after wrong encoding) still shows.
+        self._depth_refusals = RefusalLog(self._log, f"depth images on '{p.topics_depth}' dropped",
+                                          _WARN_PERIOD)
         self._cb = MutuallyExclusiveCallbackGroup()
         self._lock = threading.Lock()
         self._info: Optional[Any] = None  # (K, width, height, frame_id) of the latest camera_info
@@ -178,8 +182,7 @@ class Perception:
             depth, scale = conversions.depth_from_msg(msg, self._p.max_image_side)
         except conversions.ConversionError as exc:
             self.counters["depth_rejected"] += 1
-            self._log.warning(f"depth image on '{self._p.topics_depth}' dropped: {exc}",
-                              throttle_duration_sec=_WARN_PERIOD)
+            self._depth_refusals.refused(str(exc))
             return
         self.counters["depth_frames"] += 1
         stamp = conversions.stamp_ns(msg.header.stamp)
