@@ -519,6 +519,11 @@ class _Client:
         if not handle.accepted:
             raise RuntimeError("track goal rejected")
         res, _ = self.wait(handle.get_result_async(), timeout)
+        # Feedback and result travel on different topics: the last frames' feedback may still be
+        # on its way when the result is in (seen in CI: one frame's node time missing).
+        deadline = time.monotonic() + 3.0
+        while len(feedback) < int(res.result.frames_processed) and time.monotonic() < deadline:
+            time.sleep(0.02)
         return res.result, feedback
 
     def start_goal(self, prompts: List[Any]) -> Tuple[Any, List[Tuple[int, Any]]]:

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
@@ -26,16 +26,27 @@ REPEAT_LOG_PERIOD = 10.0
 
 
 class ErrorLog:
-    """Logs an exception with its traceback the first time per key, then counts, throttled."""
+    """Logs an exception with its traceback the first time per key, then counts, throttled.
 
-    def __init__(self, logger: Any) -> None:
+    ``context_ok`` (e.g. ``node.context.ok``) tells a shutdown apart: once Ctrl-C has shut the
+    context down, a callback still running on an executor thread fails on its dead publishers
+    ("publisher's context is invalid"); that is the shutdown, not a fault, and is only counted.
+    """
+
+    def __init__(self, logger: Any, context_ok: Optional[Callable[[], bool]] = None) -> None:
         self._log = logger
+        self._context_ok = context_ok
+        self.during_shutdown = 0
         self._lock = threading.Lock()
         self._seen: Dict[Tuple[str, str], Tuple[int, float]] = {}
         self.total = 0
 
     def report(self, what: str, exc: BaseException) -> None:
         """Log ``exc`` raised in ``what`` (never raises)."""
+        if self._shutting_down():
+            with self._lock:
+                self.during_shutdown += 1
+            return
         key = (what, type(exc).__name__)
         now = time.monotonic()
         with self._lock:
@@ -56,6 +67,15 @@ class ErrorLog:
                 self._log.error(f"exception in {what} (the node keeps running; {count} so far): {text}")
         except Exception:  # noqa: BLE001 - logging must not raise either
             pass
+
+
+    def _shutting_down(self) -> bool:
+        if self._context_ok is None:
+            return False
+        try:
+            return not self._context_ok()
+        except Exception:  # noqa: BLE001 - a torn-down context counts as shut down
+            return True
 
 
 class RefusalLog:

@@ -103,7 +103,8 @@ class Sam2Node(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         params.declare(self)
-        self.errors = ErrorLog(self.get_logger())  # every exception a callback raised
+        # Every exception a callback raised (those racing a shutdown only counted).
+        self.errors = ErrorLog(self.get_logger(), context_ok=self.context.ok)
         self._cb_camera = MutuallyExclusiveCallbackGroup()
         self._cb_segment = ReentrantCallbackGroup()
         self._cb_action = ReentrantCallbackGroup()

@@ -1,0 +1,58 @@
+"""``node/safety.py`` on a real rclpy context: faults are logged, the shutdown race is not.
+
+Ctrl-C shuts the context down while an executor thread may still be inside a camera callback;
+its publisher calls then raise ``RCLError: ... context is invalid``. That is the shutdown, so it
+must not print a traceback (the CI run that found this had one in ``ros2 launch``'s output).
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+
+from ros_helpers import require_workspace
+
+pytestmark = pytest.mark.ros
+
+
+class _Lines:
+    """Where ErrorLog writes: the lines it would log, by level."""
+
+    def __init__(self) -> None:
+        self.errors: List[str] = []
+
+    def error(self, text: str) -> None:
+        self.errors.append(text)
+
+
+def test_a_fault_is_logged_with_its_traceback_and_the_shutdown_race_only_counted():
+    require_workspace()
+    import rclpy
+    from std_msgs.msg import String
+
+    from anima_sam2_ros.node.safety import ErrorLog
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("safety_test", context=ctx)
+    pub = node.create_publisher(String, "safety_test", 1)
+    lines = _Lines()
+    errors = ErrorLog(lines, context_ok=ctx.ok)
+    try:
+        try:
+            raise ValueError("a real fault")
+        except ValueError as exc:
+            errors.report("camera callback", exc)
+        assert len(lines.errors) == 1 and "Traceback" in lines.errors[0]
+        assert "ValueError: a real fault" in lines.errors[0]
+
+        rclpy.shutdown(context=ctx)  # what the SIGINT handler does
+        with pytest.raises(Exception) as raised:  # noqa: PT011 - rclpy's RCLError is not public
+            pub.get_subscription_count()
+        errors.report("camera callback (camera_info)", raised.value)
+        assert len(lines.errors) == 1, lines.errors[-1]
+        assert errors.during_shutdown == 1 and errors.total == 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
