@@ -102,6 +102,33 @@ engine_editable() {
     || { tail -n 20 "$VENV/.anima-editable.log" >&2; echo "editable install failed" >&2; exit 1; }
 }
 
+# The original SAM 2.1 (Meta's sam2) for the engine's comparison tests, Kilted lane only:
+# its source archive unpacked onto .venv's path (a .pth), plus requirements-reference.txt.
+SAM2_REFERENCE=sam2==1.1.0
+reference() {
+  local dir="$VENV/reference" want
+  want=$(cat requirements-reference.txt <(echo "$SAM2_REFERENCE") | sha256sum | cut -d' ' -f1)
+  [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$want" ] && return 0
+  log "installing the SAM 2.1 reference ($SAM2_REFERENCE, unpacked, not built) into $dir"
+  rm -rf "$dir" && mkdir -p "$dir"
+  SAM2_BUILD_CUDA=0 "$PY" -m pip download -q --no-deps --no-build-isolation --no-binary :all: \
+    "$SAM2_REFERENCE" -d "$dir" 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  "$PY" -m pip install -q -r requirements-reference.txt 2>&1 | grep -v "^WARNING: Location" || true
+  local archive
+  archive=$(ls "$dir"/sam2-*.tar.gz 2>/dev/null | head -n 1)
+  if [ -z "$archive" ]; then
+    echo "warning: could not download $SAM2_REFERENCE: the comparisons with it will say so" >&2
+    return 0
+  fi
+  tar -xzf "$archive" -C "$dir"
+  local site
+  site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$(ls -d "$dir"/sam2-*/ | head -n 1)" > "$site/anima_sam2_reference.pth"
+  "$PY" -c "import sam2.build_sam" 2>/dev/null || { echo "warning: the sam2 reference does not import" >&2; return 0; }
+  echo "$want" > "$dir/.stamp"
+}
+
 # The real ROS 2 tools (ros2cli, launch, launch_ros, vision_msgs) have no wheels: where
 # ../shared/ros2-tools is present (CI, developers' machines) install them from its upstream
 # sources. A robot's system ROS 2 has them; without them the tests that need them say so.
@@ -177,6 +204,7 @@ run_tests() {
   local status=0 start
   start=$(date +%s)
   build
+  [ "$DISTRO" = kilted ] && reference
   test_lane || status=1
   echo "ROS 2 $DISTRO lane: $(( $(date +%s) - start )) s"
   if [ "$DISTRO" = kilted ] && [ "${ANIMA_SKIP_JAZZY:-0}" != 1 ]; then
@@ -197,9 +225,10 @@ run_demo() {
 
 case "${1:-}" in
   setup) setup ;;
+  reference) setup; reference ;;
   build) build ;;
   test) run_tests ;;
-  test-lane) shift; build; test_lane "$@" ;;
+  test-lane) shift; build; [ "$DISTRO" = kilted ] && reference; test_lane "$@" ;;
   demo) shift; run_demo "$@" ;;
   env) build; shift; exec "$@" ;;
   *) echo "usage: [ANIMA_DISTRO=jazzy] $0 setup|build|test|test-lane [PYTEST ARGS]|demo|env CMD..." >&2; exit 2 ;;

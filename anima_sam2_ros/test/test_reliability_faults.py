@@ -35,12 +35,22 @@ class Env:
 
 
 def _save_weights(tmp):
-    """A test-micro checkpoint on disk (config.json + safetensors) and a corrupt copy of it."""
+    """A test-micro checkpoint on disk (config.json + safetensors), a corrupt copy, an image-only copy."""
     from anima_sam2_ros.engine import load_model
 
     good = tmp / "good"
     lm = load_model("test-micro", weights="dummy", precision="fp32", device="cpu", seed=3)
     lm.model.save_pretrained(str(good))
+    # The model card's format: an image-only model.safetensors, no config.json.
+    from safetensors.torch import save_file
+
+    from anima_sam2_ros.engine.image_only import MEMORY_PREFIXES
+
+    card = tmp / "card"
+    card.mkdir()
+    image_part = {k: v.contiguous() for k, v in lm.model.state_dict().items()
+                  if not k.startswith(MEMORY_PREFIXES)}
+    save_file(image_part, str(card / "model.safetensors"))
     lm.release()
     bad = tmp / "corrupt"
     bad.mkdir()
@@ -48,7 +58,7 @@ def _save_weights(tmp):
     rng = np.random.default_rng(0)
     # A plausible header length followed by garbage: not a safetensors file.
     (bad / "model.safetensors").write_bytes(b"\x40\x00\x00\x00\x00\x00\x00\x00" + rng.bytes(4096))
-    return good, bad
+    return good, bad, card
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +67,14 @@ def env(tmp_path_factory):
     from sam2_client import Sam2Client, start_node
 
     tmp = tmp_path_factory.mktemp("faults")
-    good, bad = _save_weights(tmp)
+    good, bad, card = _save_weights(tmp)
     node = start_node(tmp, NAME, autostart=False,
                       overrides={"weights": str(bad), "max_objects": 6, "camera_timeout": 5.0,
                                  "client_lost_timeout": 1.0,
                                  # the out-of-memory test's 6 masks of 4096^2 (96 MB) must reach the engine
                                  "max_result_mb": 512.0})
     e = Env(node, Sam2Client(NAME), str(good))
+    e.image_only_weights = str(card)
     try:
         assert e.client.get_state.wait_for_service(timeout_sec=60.0), "node did not come up"
         yield e
@@ -114,6 +125,14 @@ def test_corrupt_weights_fail_configure_then_good_weights_work(env):
     assert client.state() == "unconfigured"
     assert wait_for(lambda: "configure failed: cannot load model" in node.log(), 5.0)
     assert "corrupt" in node.log() or "cannot read" in node.log()
+    # Image-only weights (the model card's model.safetensors): Segment works, Track is refused.
+    assert client.set_param("weights", env.image_only_weights)
+    assert client.transition("configure") and client.transition("activate")
+    _good_segment(client)
+    handle, _ = client.send_goal([point_prompt(10, 10)])
+    assert not handle.accepted
+    assert wait_for(lambda: "image-only" in node.log() and "cannot track" in node.log(), 5.0)
+    assert client.transition("deactivate") and client.transition("cleanup")
     assert client.set_param("weights", env.good_weights)
     assert client.transition("configure")
     assert client.state() == "inactive"

@@ -11,10 +11,14 @@ Weights sources (the ``weights`` argument):
 * a Hugging Face id (``org/name``): resolved only from the local cache (``$HF_HOME/hub``),
   never downloaded.
 * an INT8 artifact directory (contains ``quantization.json``): ``int8_loader.load_int8_artifact``.
+* Meta's own checkpoint, ``sam2.1_hiera_*.pt`` (``{"model": state_dict}`` in Meta's names):
+  ``meta_checkpoint`` maps it onto the network (``torch.load(weights_only=True)``).
+* the model card's artifact: a directory with ``model.safetensors`` (image-only) and optionally
+  ``model_int8.pt`` (see ``image_only``).
 
-Checkpoints must be ``Sam2VideoModel`` checkpoints: every tensor of the network must be present
-(strict). An image-only ``Sam2Model`` checkpoint lacks the memory modules the tracker needs and is
-refused with a clear ``ModelLoadError``.
+Every tensor of the network must be present (strict), with its shape. An image-only ``Sam2Model``
+checkpoint (no memory modules) loads into a ``Sam2Model``: it segments, and its ``LoadedModel``
+has ``can_track`` False, so ``Tracker`` refuses it saying which weights track.
 
 Precision: ``fp32``; ``bf16`` / ``fp16`` run under ``torch.autocast`` with fp32 weights (the
 network mixes dtypes on purpose: transformers keeps memory features in bfloat16, positional
@@ -35,28 +39,30 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import ModelLoadError
-from .registry import ModelSpec, architecture_mismatch, build_config, resolve
+from .image_only import CARD_FP32_FILE, CARD_INT8_FILE, is_card_dir, tracking_refusal
+from .meta_checkpoint import convert_meta_state, is_meta_checkpoint_path, read_meta_checkpoint
+from .registry import ModelSpec, architecture_mismatch, build_config, identify_backbone, resolve
 
 LOG = logging.getLogger("anima_sam2_ros.engine")
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
-# Tensors of a Sam2VideoModel that an image-only Sam2Model checkpoint does not contain.
-_MEMORY_PREFIXES = (
-    "memory_", "mask_downsample", "object_pointer_proj", "temporal_positional_encoding_projection_layer",
-    "no_memory_positional_encoding", "no_object_pointer", "occlusion_spatial_embedding_parameter",
-)
 
 
 class LoadedModel:
     """A ready network plus what callers need to run it (device, precision, input size)."""
 
     def __init__(self, model: Any, *, name: str, device: Any, precision: str, image_size: int,
-                 weights_source: str, is_dummy: bool) -> None:
-        """Wrap an eval-mode ``Sam2VideoModel`` already on ``device``."""
+                 weights_source: str, is_dummy: bool, tracking_refusal: str | None = None) -> None:
+        """Wrap an eval-mode ``Sam2VideoModel`` (or image-only ``Sam2Model``) already on ``device``.
+
+        ``tracking_refusal``: why this network cannot track (image-only weights), else None.
+        """
         import torch
 
         self.model = model
+        self.tracking_refusal = tracking_refusal
+        self.can_track = tracking_refusal is None
         self.name = name
         self.device = torch.device(device)
         self.precision = precision
@@ -68,7 +74,8 @@ class LoadedModel:
     def __repr__(self) -> str:
         """Short description (no tensors)."""
         return (f"LoadedModel(name={self.name!r}, precision={self.precision!r}, device={self.device}, "
-                f"image_size={self.image_size}, weights={self.weights_source!r}, dummy={self.is_dummy})")
+                f"image_size={self.image_size}, weights={self.weights_source!r}, dummy={self.is_dummy}"
+                + ("" if self.can_track else ", image-only") + ")")
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -200,6 +207,22 @@ def _read_config(path: str) -> dict[str, Any]:
     return config
 
 
+def _model_from_state(spec: ModelSpec, state: dict[str, Any], source: str, seed: int) -> tuple[Any, bool]:
+    """The network for a checkpoint: ``(Sam2VideoModel, False)`` or, image-only, ``(Sam2Model, True)``."""
+    from .image_only import build_image_model, is_image_only
+
+    model = _build(spec, seed)
+    missing = [k for k in model.state_dict() if k not in state]
+    if is_image_only(missing):
+        LOG.warning("weights %s are image-only (no memory modules): segmentation only, tracking is "
+                    "refused", source)
+        model = build_image_model(spec, seed)
+        _load_state(model, state, source)
+        return model, True
+    _load_state(model, state, source)
+    return model, False
+
+
 def _load_state(model: Any, state: dict[str, Any], source: str) -> None:
     import torch
 
@@ -209,11 +232,6 @@ def _load_state(model: Any, state: dict[str, Any], source: str) -> None:
         raise ModelLoadError(f"{source}: entries that are not tensors: {bad[:5]}")
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    if missing and all(k.startswith(_MEMORY_PREFIXES) for k in missing):
-        raise ModelLoadError(
-            f"{source} is an image-only (Sam2Model) checkpoint: it lacks the {len(missing)} memory "
-            f"tensors ({missing[0]}, ...) that tracking needs; use a Sam2VideoModel checkpoint "
-            f"(the facebook/sam2.1-hiera-* repositories hold one)")
     if missing or unexpected:
         raise ModelLoadError(
             f"{source} does not match the architecture: {len(missing)} missing tensors "
@@ -293,6 +311,7 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
 
     is_dummy = False
     already_int8 = False
+    image_only = False
     if weights == "dummy":
         model = _build(spec, seed)
         is_dummy = True
@@ -324,22 +343,37 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
             if precision != "int8":
                 LOG.info("weights %s are an INT8 artifact: precision set to int8", source)
                 precision = "int8"
+        elif is_card_dir(path):
+            model, image_only = _model_from_state(spec, _read_safetensors(os.path.join(path, CARD_FP32_FILE)),
+                                                  source, seed)
+            if precision == "int8" and image_only and os.path.isfile(os.path.join(path, CARD_INT8_FILE)):
+                from .image_only import load_card_int8
+
+                already_int8 = load_card_int8(model, path, source)
+                if already_int8:
+                    try:
+                        model = model.to(dev)
+                    except (RuntimeError, ValueError) as exc:
+                        raise ModelLoadError(f"cannot move {spec.name} to {dev}: {exc}") from None
+                else:
+                    precision = "fp32"
         elif os.path.isdir(path):
             config = _read_config(path)
             mismatch = architecture_mismatch(spec, config)
             if mismatch:
                 raise ModelLoadError(f"{source} is not a {spec.name} checkpoint: {mismatch}")
-            state = _read_state_dict_dir(path)
-            model = _build(spec, seed)
-            _load_state(model, state, source)
+            model, image_only = _model_from_state(spec, _read_state_dict_dir(path), source, seed)
         elif path.endswith(".safetensors"):
-            state = _read_safetensors(path)
+            model, image_only = _model_from_state(spec, _read_safetensors(path), source, seed)
+        elif is_meta_checkpoint_path(path):
             model = _build(spec, seed)
+            state = convert_meta_state(read_meta_checkpoint(path), model.state_dict(), source,
+                                       identify_backbone, spec.name)
             _load_state(model, state, source)
         else:
             raise ModelLoadError(
-                f"{source}: unsupported weights file (expected a directory or *.safetensors; "
-                f"convert Meta .pt checkpoints to the Hugging Face format first)")
+                f"{source}: unsupported weights file (expected a directory, *.safetensors, or Meta's "
+                f"sam2.1_hiera_*.pt)")
 
     model = model.eval()
     if not already_int8:
@@ -360,7 +394,8 @@ def load_model(name: str = "sam2.1-hiera-small", weights: str | None = None, pre
         warn_int8_on_cpu(cpu_int8_dot_flags())
     return LoadedModel(model, name=spec.name + ("-int8" if precision == "int8" else ""), device=dev,
                        precision=precision, image_size=spec.image_size, weights_source=source,
-                       is_dummy=is_dummy)
+                       is_dummy=is_dummy,
+                       tracking_refusal=tracking_refusal(spec, source) if image_only else None)
 
 
 # x86 flags of the int8 dot-product instructions behind a fast ``aten::_int_mm`` (oneDNN). Other

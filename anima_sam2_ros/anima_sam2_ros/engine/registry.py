@@ -128,6 +128,14 @@ def model_names() -> list[str]:
     return names
 
 
+def identify_backbone(signature: tuple[int, int]) -> str | None:
+    """The registered model whose Hiera has ``(embed dim, number of blocks)``, or None."""
+    for spec in _SPECS.values():
+        if (spec.backbone["hidden_size"], sum(spec.backbone["blocks_per_stage"])) == tuple(signature):
+            return spec.name
+    return None
+
+
 def resolve(name: str) -> tuple[ModelSpec, bool]:
     """Return ``(spec, int8)`` for a model name; ``int8`` is True for the ``-int8`` suffix.
 

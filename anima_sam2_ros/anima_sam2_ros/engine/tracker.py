@@ -180,6 +180,8 @@ class Tracker:
         net = getattr(model, "model", None)
         if net is None:
             raise InvalidInputError("Tracker needs a loaded model (LoadedModel with a network)")
+        if not getattr(model, "can_track", True):
+            raise ModelLoadError(str(getattr(model, "tracking_refusal", "these weights cannot track")))
         self.mask_threshold = float(mask_threshold)
         if not math.isfinite(self.mask_threshold):
             raise InvalidInputError(f"mask_threshold must be finite, got {mask_threshold!r}")

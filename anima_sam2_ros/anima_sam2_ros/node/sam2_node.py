@@ -207,9 +207,14 @@ class Sam2Node(LifecycleNode):
                 self._model = load_model(p.model, weights=p.weights or None, precision=p.precision,
                                          device=p.device, seed=p.seed)
                 segmenter = Segmenter(self._model, mask_threshold=p.mask_threshold)
-                tracker = Tracker(self._model, num_maskmem=p.memory_frames,
-                                  max_conditioning_frames=p.max_conditioning_frames,
-                                  lost_after=p.lost_after, mask_threshold=p.mask_threshold)
+                tracker = None
+                if self._model.can_track:
+                    tracker = Tracker(self._model, num_maskmem=p.memory_frames,
+                                      max_conditioning_frames=p.max_conditioning_frames,
+                                      lost_after=p.lost_after, mask_threshold=p.mask_threshold)
+                else:  # image-only weights: Segment works, Track goals are refused with the reason
+                    log.warning(f"{self._model.tracking_refusal}; Track goals, ~/detections and "
+                                f"clicked points will be refused")
             except (ModelLoadError, InvalidInputError) as exc:
                 log.error(f"configure failed: cannot load model {p.model!r}: {exc}")
                 self._teardown()

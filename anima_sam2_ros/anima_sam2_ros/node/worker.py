@@ -253,7 +253,8 @@ class Worker:
                  publish: Optional[Callable[[Frame, List[Any], List[Any], str], None]] = None) -> None:
         """``publish(frame, results, object_msgs, source)`` is called after every inference."""
         self._segmenter = segmenter
-        self._tracker = tracker
+        self._tracker = tracker  # None: image-only weights (goals refused with tracking_refusal)
+        self.tracking_refusal = str(getattr(getattr(segmenter, "model", None), "tracking_refusal", "") or "")
         self.config = config
         self._log = logger
         self._publish = publish
@@ -359,6 +360,8 @@ class Worker:
                      max_lost_frames: int, request: Any,
                      max_side: int = conversions.DEFAULT_MAX_SIDE) -> Tuple[Optional[GoalState], str]:
         """Check a goal and reserve its object ids; ``(goal, "")`` or ``(None, reason)``."""
+        if self._tracker is None:
+            return None, self.tracking_refusal or "the model cannot track"
         if not len(prompt_msgs):
             return None, "the goal has no prompts"
         if not np.isfinite(min_score) or not 0.0 <= float(min_score) <= 1.0:
@@ -564,6 +567,8 @@ class Worker:
             owned = {oid for g in self._goals for oid in g.object_ids}
         if self.pipeline is not None:
             owned |= self.pipeline.owned_ids()
+        if self._tracker is None:
+            return
         known = set(self._tracker.object_ids)
         for oid in set(removals) | (known - owned):
             if oid in known:
@@ -606,6 +611,8 @@ class Worker:
 
     def _track(self) -> None:
         frame = self.slot.take()
+        if self._tracker is None:  # image-only weights: no goal was accepted
+            return
         # Removals before new goals: an id freed by an ended goal and reused by a new one is
         # removed before it is added again.
         self._drop_removed()
