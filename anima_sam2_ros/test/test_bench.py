@@ -146,6 +146,28 @@ def test_engine_bench_table_and_errors(capsys):
 
 
 # ------------------------------------------------------------------ stream bench
+def test_cameras_bench_smoke(tmp_path, capsys):
+    from anima_sam2_ros.bench import main
+
+    out = tmp_path / "cameras.json"
+    rc = main(["cameras", "--model", "test-micro", "--device", "cpu", "--cameras", "1,2", "--runs", "2",
+               "--warmup", "1", "--resolution", "96x64", "--threads", "1", "--json", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-3000:]
+    report = json.loads(captured.out)
+    assert json.loads(out.read_text()) == report and report["bench"] == "cameras"
+    assert report["config"]["dummy"] and report["config"]["resolution"] == [96, 64]
+    assert [r["cameras"] for r in report["results"]] == [1, 2]
+    for r in report["results"]:
+        for key in ("batched_ms", "sequential_ms", "encoder_batched_ms", "encoder_one_by_one_ms"):
+            _check_summary(r[key], f"{r['cameras']}.{key}", runs=2)
+        for key in ("batched_per_camera_ms", "batched_over_sequential", "batched_over_n_x_one_camera",
+                    "encoder_batched_over_one_by_one"):
+            _positive(r[key], f"{r['cameras']}.{key}")
+    assert report["results"][0]["batched_over_n_x_one_camera"] == 1.0
+    assert main(["cameras", "--cameras", "1,x"]) == 2
+
+
 @pytest.mark.slow
 def test_stream_bench_smoke(tmp_path, capsys):
     from anima_sam2_ros.bench import main

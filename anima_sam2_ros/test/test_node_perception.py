@@ -44,7 +44,7 @@ class Feeder:
     13.7 s" in full runs).
     """
 
-    _running: "list[Feeder]" = []
+    _running: list[Feeder] = []
 
     def __init__(self, client, rate: float = 6.0) -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy

@@ -334,12 +334,14 @@ _SUBCOMMANDS = {
     "stream": "anima_sam2_ros.bench.stream_bench",
     "node": "anima_sam2_ros.bench.node_bench",
     "perception": "anima_sam2_ros.bench.perception_bench",
+    "cameras": "anima_sam2_ros.bench.cameras_bench",
 }
 
 _USAGE = """usage: anima-sam2 bench [engine] [OPTIONS]   engine latency + memory (the default)
        anima-sam2 bench stream [OPTIONS]         1000+ frames: growth, ours vs transformers' session
        anima-sam2 bench node [OPTIONS]           the ROS node across processes (needs the workspace)
        anima-sam2 bench perception [OPTIONS]     per-object 3D cost; detections -> masks latency (node)
+       anima-sam2 bench cameras [OPTIONS]        1 vs 2 vs 4 cameras on one model (batched encoder)
 Each prints a table and a JSON report (--json: only the JSON; --out FILE: write it). --help per bench."""
 
 

@@ -19,6 +19,7 @@ _LAZY = {
     "Segmenter": ".segmenter",
     "Tracker": ".tracker",
     "model_names": ".registry",
+    "step_cameras": ".multi_camera",
 }
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "UnknownObjectError",
     "load_model",
     "model_names",
+    "step_cameras",
 ]
 
 

@@ -151,6 +151,16 @@ class _Request:
         self.new = new
 
 
+class _Job:
+    """One frame between ``Tracker.prepare`` and ``Tracker.finish``."""
+
+    __slots__ = ("rgb", "requests")
+
+    def __init__(self, rgb: np.ndarray, requests: List[_Request]) -> None:
+        self.rgb = rgb
+        self.requests = requests
+
+
 class Tracker:
     """Streaming multi-object tracker on a loaded SAM 2.1 video model (see module docstring)."""
 
@@ -288,29 +298,60 @@ class Tracker:
         Raises:
             InvalidInputError: bad image, encoding or prompt (nothing is changed then).
         """
+        job = self.prepare(image, prompts, encoding)
+        if job is None:
+            return []
+        try:
+            with self._loaded.autocast():
+                vision = self._net.get_image_features(self.pixels(job), return_dict=True)
+        except BaseException:
+            self.abandon(job)
+            raise
+        return self.finish(job, vision, 0)
+
+    # ------------------------------------------------------------------ step in three parts
+    # ``prepare`` (validate, commit new objects) -> the image encoder (here, or batched over
+    # several trackers by ``multi_camera.step_cameras``) -> ``finish`` (memory, decoder, results).
+    def prepare(self, image: np.ndarray, prompts: Optional[Sequence[Prompt]] = None,
+                encoding: str = "rgb8") -> Optional[_Job]:
+        """Validate a frame and its prompts; None when there is nothing to run (no objects).
+
+        Raises:
+            InvalidInputError: bad image, encoding or prompt (nothing is changed then).
+        """
         rgb = to_rgb(validate_image(image), encoding)
-        height, width = rgb.shape[:2]
-        requests = self._parse_prompts(prompts, (height, width))
+        requests = self._parse_prompts(prompts, rgb.shape[:2])
         if not self._objects and not requests:
             self._frame_index += 1
-            return []
+            return None
         # Commit the new objects only after every prompt has been validated.
         for req in requests:
             if req.new:
                 self._objects[req.object_id] = _Object(req.object_id)
                 self._max_id = max(self._max_id, req.object_id)
+        return _Job(rgb, requests)
+
+    def pixels(self, job: _Job) -> torch.Tensor:
+        """The frame as the image encoder takes it: ``(1, 3, S, S)`` (Meta's video preprocessing)."""
+        return preprocess_video_frame(job.rgb, self._image_size, self._device)
+
+    def abandon(self, job: _Job) -> None:
+        """Undo ``prepare`` after a failure (e.g. out of device memory): drop the objects it added."""
+        for req in job.requests:
+            if req.new:
+                self._objects.pop(req.object_id, None)
+
+    def finish(self, job: _Job, vision: Any, index: int) -> List[ObjectResult]:
+        """Run the frame on its image features (``vision``: batch element ``index``); the results."""
         frame_idx = self._frame_index
         try:
             with self._loaded.autocast():
-                packed, n_obj, stats_cols = self._forward(rgb, requests, frame_idx)
+                packed, n_obj, stats_cols = self._forward(job.rgb, job.requests, frame_idx, vision, index)
         except BaseException:
-            # e.g. out of device memory: drop the objects this call added (they have no memory yet)
-            for req in requests:
-                if req.new:
-                    self._objects.pop(req.object_id, None)
+            self.abandon(job)
             raise
         self._frame_index += 1
-        return self._results(packed, n_obj, stats_cols, (height, width), requests)
+        return self._results(packed, n_obj, stats_cols, job.rgb.shape[:2], job.requests)
 
     # ------------------------------------------------------------------ prompts
     def _parse_prompts(self, prompts: Optional[Sequence[Prompt]], hw: Tuple[int, int]) -> List[_Request]:
@@ -510,16 +551,14 @@ class Tracker:
                 out[i] = conditioned[j:j + 1]
         return torch.cat(out, dim=0)  # type: ignore[arg-type]
 
-    def _forward(self, rgb: np.ndarray, requests: List[_Request], frame_idx: int):
+    def _forward(self, rgb: np.ndarray, requests: List[_Request], frame_idx: int, vision: Any, index: int):
         net = self._net
         dev = self._device
-        size = self._image_size
         hidden = net.hidden_dim
         fh, fw = net.backbone_feature_sizes[-1]
-        pixels = preprocess_video_frame(rgb, size, dev)  # Meta's video predictor: PIL bicubic
-        vision = net.get_image_features(pixels, return_dict=True)
-        feats = vision.fpn_hidden_states  # (HW_l, 1, C_l)
-        top, top_pos = feats[-1], vision.fpn_position_encoding[-1]
+        # (HW_l, B, C_l) for a batch of B frames (several cameras): this frame's element.
+        feats = [x[:, index:index + 1] for x in vision.fpn_hidden_states]
+        top, top_pos = feats[-1], vision.fpn_position_encoding[-1][:, index:index + 1]
         high_res = [x.permute(1, 2, 0).view(x.size(1), x.size(2), *s)
                     for x, s in zip(feats[:-1], net.backbone_feature_sizes[:-1], strict=True)]
 
