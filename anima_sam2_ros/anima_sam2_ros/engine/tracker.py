@@ -166,7 +166,8 @@ class Tracker:
 
     def __init__(self, model: Any, num_maskmem: int = 7, max_conditioning_frames: int = 2,
                  lost_after: int = 10, max_object_pointers: int = 16, *, semantics: str = "sam2",
-                 mask_threshold: float = 0.0, object_batch: Optional[int] = None) -> None:
+                 mask_threshold: float = 0.0, object_batch: Optional[int] = None,
+                 encoder: Any = None) -> None:
         """Wrap a ``LoadedModel`` (``model``, ``device``, ``dtype``, ``image_size``, ``autocast()``).
 
         Args:
@@ -178,6 +179,8 @@ class Tracker:
                 - 1`` predecessors plus the conditioning frames); 16 in SAM 2.1.
             semantics: ``"sam2"`` (Meta's video predictor) or ``"transformers"`` (transformers'
                 streaming session, bit for bit; for equivalence tests).
+            encoder: a ``shared_encoder.SharedEncoder`` of the same model: ``step`` encodes its
+                frame in a pass shared with other cameras' trackers (None: its own pass).
             mask_threshold: mask-logit threshold of the returned masks (0 = SAM's own). The
                 memory is encoded from the logits as in SAM 2, whatever the threshold.
             object_batch: objects per batched network call (default ``CPU_OBJECT_BATCH`` on a
@@ -224,6 +227,9 @@ class Tracker:
         self.lost_after = int(lost_after)
         self.max_object_pointers = int(max_object_pointers)
         self.object_batch = int(object_batch)
+        if encoder is not None and getattr(encoder, "_loaded", None) is not model:
+            raise InvalidInputError("the shared encoder must wrap this tracker's loaded model")
+        self._encoder = encoder
         self.semantics = semantics
         self._image_size = int(model.image_size)
         self._device = torch.device(model.device)
@@ -302,12 +308,15 @@ class Tracker:
         if job is None:
             return []
         try:
-            with self._loaded.autocast():
-                vision = self._net.get_image_features(self.pixels(job), return_dict=True)
+            if self._encoder is not None:
+                vision, index = self._encoder.encode(self.pixels(job))
+            else:
+                with self._loaded.autocast():
+                    vision, index = self._net.get_image_features(self.pixels(job), return_dict=True), 0
         except BaseException:
             self.abandon(job)
             raise
-        return self.finish(job, vision, 0)
+        return self.finish(job, vision, index)
 
     # ------------------------------------------------------------------ step in three parts
     # ``prepare`` (validate, commit new objects) -> the image encoder (here, or batched over

@@ -82,3 +82,50 @@ def test_trackers_of_two_models_cannot_share_a_pass(micro_model, micro_dir):
     with pytest.raises(InvalidInputError, match="share one loaded model"):
         step_cameras([(Tracker(micro_model), _scene(0, 0), [], "rgb8"),
                       (Tracker(other), _scene(1, 0), [], "rgb8")])
+
+
+def _from_frame_0(camera, t):
+    """Every camera's prompts on frame 0 (so that every camera encodes every frame)."""
+    return next(iter(PROMPTS[camera].values())) if t == 0 else []
+
+
+def test_camera_threads_share_encoder_passes_and_get_their_own_results(micro_model, micro_dir):
+    import threading
+
+    from anima_sam2_ros.engine.shared_encoder import SharedEncoder
+
+    shared = SharedEncoder(micro_model, cameras=3, window_s=1.0)  # all three arrive well within it
+    threaded = {c: Tracker(micro_model, encoder=shared) for c in range(3)}
+    alone = {c: Tracker(micro_model) for c in range(3)}
+    rounds = 4
+    got = {c: [] for c in range(3)}
+    barrier = threading.Barrier(3)
+    errors = []
+
+    def camera(c):
+        try:
+            for t in range(rounds):
+                barrier.wait(30)
+                got[c].append(threaded[c].step(_scene(c, t), _from_frame_0(c, t)))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=camera, args=(c,)) for c in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert not errors, errors
+    assert shared.passes == rounds and shared.frames == 3 * rounds  # one pass per round of 3 frames
+    for c in range(3):
+        for t in range(rounds):
+            _same(got[c][t], alone[c].step(_scene(c, t), _from_frame_0(c, t)))
+
+    lone = SharedEncoder(micro_model, cameras=2, window_s=0.01)  # the other camera never comes
+    trk = Tracker(micro_model, encoder=lone)
+    assert [r.object_id for r in trk.step(_scene(0, 0), PROMPTS[0][0])] == [1, 2]
+    assert (lone.passes, lone.frames) == (1, 1)
+    with pytest.raises(InvalidInputError, match="shared encoder"):
+        Tracker(load_model("test-micro", weights=micro_dir, device="cpu"), encoder=lone)
+    with pytest.raises(InvalidInputError, match="cameras"):
+        SharedEncoder(micro_model, cameras=0)
