@@ -32,11 +32,14 @@ when run, so ``anima-sam2 --help`` is fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
+import signal
 import sys
+import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -331,11 +334,13 @@ class _Ros:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
 
-    def spin_until(self, future, timeout: Optional[float]) -> bool:
-        """Spin until ``future`` is done or ``timeout`` seconds pass (None = forever)."""
+    def spin_until(self, future, timeout: Optional[float], stop: Optional[threading.Event] = None) -> bool:
+        """Spin until ``future`` is done, ``timeout`` seconds pass (None = forever) or ``stop`` is set."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not future.done():
             if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if stop is not None and stop.is_set():
                 return False
             self.executor.spin_once(timeout_sec=0.05)
         return True
@@ -347,6 +352,24 @@ class _Ros:
         finally:
             self.node.destroy_node()
             self.rclpy.try_shutdown(context=self.context)
+
+
+@contextlib.contextmanager
+def _ctrl_c_sets(event: threading.Event) -> Iterator[None]:
+    """SIGINT sets ``event`` instead of raising KeyboardInterrupt inside rclpy's executor.
+
+    A KeyboardInterrupt that lands inside ``spin_once`` can leave the executor unable to spin
+    again (seen: the cancel request never sent, the process hanging after Ctrl-C).
+    """
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: event.set())
+    except ValueError:  # not the main thread (a test calling main()): Ctrl-C cannot reach it anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _name(node: str, leaf: str) -> str:
@@ -526,15 +549,16 @@ def run_track(args: argparse.Namespace) -> int:
             print(f"goal accepted: {len(objects)} object(s), max_frames {args.frames or 'unlimited'} "
                   "(Ctrl-C cancels)", flush=True)
         result_future = goal_handle.get_result_async()
-        try:
-            ros.spin_until(result_future, None)
-        except KeyboardInterrupt:
-            print("\ncanceling the goal ...", file=sys.stderr, flush=True)
-            cancel = goal_handle.cancel_goal_async()
-            ros.spin_until(cancel, 10.0)
-            if not ros.spin_until(result_future, 15.0):
-                print("error: no result after cancel", file=sys.stderr)
-                return EXIT_FAILED
+        interrupted = threading.Event()
+        with _ctrl_c_sets(interrupted):
+            ros.spin_until(result_future, None, stop=interrupted)
+            if not result_future.done():
+                print("\ncanceling the goal ...", file=sys.stderr, flush=True)
+                cancel = goal_handle.cancel_goal_async()
+                ros.spin_until(cancel, 10.0)
+                if not ros.spin_until(result_future, 15.0):
+                    print("error: no result after cancel", file=sys.stderr)
+                    return EXIT_FAILED
         wrapped = result_future.result()
         res = wrapped.result
         status = _GOAL_STATUS.get(int(wrapped.status), str(wrapped.status))

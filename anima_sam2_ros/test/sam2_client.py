@@ -260,11 +260,12 @@ class Sam2Client:
         raise AssertionError(f"node not active after {timeout} s (state {self.state()})")
 
     def segment_call(self, prompts: List[Any], image: Any = None, multimask: bool = False,
-                     timeout: float = 60.0) -> Any:
+                     timeout: float = 60.0, camera: str = "") -> Any:
         """Call ``~/segment``."""
         from anima_sam2_msgs.srv import Segment
 
         req = Segment.Request()
+        req.camera = camera
         if image is not None:
             req.image = image
         req.prompts = list(prompts)
@@ -272,7 +273,7 @@ class Sam2Client:
         return self.call(self.segment, req, timeout)
 
     def send_goal(self, prompts: List[Any], max_frames: int = 0, max_lost_frames: int = 0,
-                  min_score: float = 0.0, timeout: float = 30.0):
+                  min_score: float = 0.0, timeout: float = 30.0, camera: str = ""):
         """Send a track goal; returns ``(goal_handle, feedback_list)`` (handle.accepted may be False)."""
         from anima_sam2_msgs.action import Track
 
@@ -282,6 +283,7 @@ class Sam2Client:
         goal.max_frames = max_frames
         goal.max_lost_frames = max_lost_frames
         goal.min_score = float(min_score)
+        goal.camera = camera
         feedback: List[Any] = []
         handle = self.wait_future(self.track.send_goal_async(
             goal, feedback_callback=lambda fb: feedback.append(fb.feedback)), timeout)

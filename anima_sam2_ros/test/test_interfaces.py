@@ -52,14 +52,14 @@ def test_interfaces_come_from_the_msgs_package_and_the_node_package_is_installed
     assert ObjectMaskArray.get_fields_and_field_types()["header"] == "std_msgs/Header"
     req = Segment.Request.get_fields_and_field_types()
     assert req == {"image": "sensor_msgs/Image", "prompts": "sequence<anima_sam2_msgs/Prompt>",
-                   "multimask_output": "boolean", "return_mask_logits": "boolean"}
+                   "multimask_output": "boolean", "return_mask_logits": "boolean", "camera": "string"}
     res = Segment.Response.get_fields_and_field_types()
     assert res == {"success": "boolean", "message": "string",
                    "result": "anima_sam2_msgs/ObjectMaskArray", "inference_ms": "float",
                    "mask_logits_size": "uint32", "mask_logits": "sequence<float>"}
     goal = Track.Goal.get_fields_and_field_types()
     assert goal == {"prompts": "sequence<anima_sam2_msgs/Prompt>", "max_frames": "uint32",
-                    "min_score": "float", "max_lost_frames": "uint32"}
+                    "min_score": "float", "max_lost_frames": "uint32", "camera": "string"}
     assert set(Track.Result.get_fields_and_field_types()) == {"frames_processed", "object_ids", "reason"}
     assert set(Track.Feedback.get_fields_and_field_types()) == {
         "masks", "frame_index", "latency_ms", "received", "step_start", "step_end", "published"}

@@ -294,9 +294,14 @@ def test_rviz_topics_are_the_nodes_topics():
     import anima_sam2_ros.node.sam2_node as sam2_node
 
     _, manager, displays = _rviz_displays()
+    from anima_sam2_ros.node.camera_stream import OUTPUTS, build_streams
+
     node_source = pathlib.Path(sam2_node.__file__).read_text()
     assert '"sam2_node"' in node_source, "the node's default name is sam2_node"
-    # The perception outputs (issue 16) are created by node/perception.py.
+    # The 2D outputs: each camera stream's (one unnamed stream by default); the perception
+    # outputs (issue 16) are created by node/perception.py.
+    (single,) = build_streams([], "image", "", "camera_info")
+    node_source += " ".join(f'"{single.output_topic(key)}"' for key in OUTPUTS)
     node_source += (pathlib.Path(sam2_node.__file__).parent / "perception.py").read_text()
     topics = {d["Topic"]["Value"]: d["Class"] for d in displays if "Topic" in d}
     expected_types = {"overlay": "Image", "label_image": "Image", "markers": "MarkerArray",

@@ -11,6 +11,7 @@ configure (cleanup + configure), except those marked read-only, which are fixed 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -52,6 +53,14 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "Optional sensor_msgs/CompressedImage input (jpeg/png), e.g. image/compressed; '' = off."),
     ParamSpec("topics.camera_info", "camera_info",
               "sensor_msgs/CameraInfo input, republished on ~/camera_info; '' = off."),
+    ParamSpec("cameras", "",
+              "Several cameras on one model: comma-separated names, e.g. 'front,wrist' (at most "
+              "8). Camera NAME reads NAME/image_raw and NAME/camera_info (relative: remap them), "
+              "publishes ~/NAME/masks, ~/NAME/label_image, ~/NAME/overlay, ~/NAME/markers and "
+              "~/NAME/camera_info, and has its own tracker, goals and segment queue; frames ready "
+              "together share one image-encoder pass. Segment / Track pick one with their 'camera' "
+              "field ('' = the first). topics.image / compressed_image / camera_info are not used "
+              "then; the perception inputs serve the first camera. '' = one camera on topics.image."),
     ParamSpec("image_qos.reliability", "best_effort",
               "Reliability of the camera subscriptions (best_effort = sensor-data profile).",
               choices=RELIABILITIES),
@@ -164,6 +173,7 @@ class NodeParams:
     topics_image: str
     topics_compressed_image: str
     topics_camera_info: str
+    cameras: str
     image_qos_reliability: str
     image_qos_depth: int
     max_image_side: int
@@ -204,6 +214,24 @@ class NodeParams:
     output_detections_3d: bool
     output_object_points: bool
     output_detection_clouds: bool
+
+
+MAX_CAMERAS = 8
+_CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+
+
+def camera_names(value: str) -> Tuple[List[str], Optional[str]]:
+    """The ``cameras`` parameter as a list of names, and why it is invalid (or None)."""
+    names = [n.strip() for n in str(value).split(",") if n.strip()]
+    bad = [n for n in names if not _CAMERA_NAME.match(n)]
+    if bad:
+        return [], (f"cameras: {bad[0]!r} is not a valid camera name (a letter, then letters, digits "
+                    f"or '_'; it becomes a topic name)")
+    if len(set(names)) != len(names):
+        return [], f"cameras: a name appears twice in {value!r}"
+    if len(names) > MAX_CAMERAS:
+        return [], f"cameras: {len(names)} names, at most {MAX_CAMERAS}"
+    return names, None
 
 
 def attr_name(name: str) -> str:

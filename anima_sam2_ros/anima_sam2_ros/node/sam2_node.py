@@ -46,6 +46,7 @@ callback is wrapped by ``safety.guarded``; refused requests are logged throttled
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 import traceback
@@ -116,8 +117,10 @@ class Sam2Node(LifecycleNode):
         self._goal_refusals = RefusalLog(self.get_logger(), "track goal rejected", REFUSAL_LOG_PERIOD)
         self._params: Optional[params.NodeParams] = None
         self._model: Any = None
-        self._worker: Any = None
-        self._pubs: Dict[str, Any] = {}
+        self._worker: Any = None  # the first camera's (perception, diagnostics)
+        self._streams: List[Any] = []  # camera_stream.CameraStream, one per camera
+        self._shared_encoder: Any = None
+        self._pubs: Dict[str, Any] = {}  # node-wide publishers (/diagnostics)
         self._subs: List[Any] = []
         self._segment_srv: Any = None
         self._action: Any = None
@@ -196,6 +199,13 @@ class Sam2Node(LifecycleNode):
                 if reason:
                     log.error(f"configure failed: {reason}")
                     return TransitionCallbackReturn.FAILURE
+            cameras, reason = params.camera_names(p.cameras)
+            if reason:
+                log.error(f"configure failed: {reason}")
+                return TransitionCallbackReturn.FAILURE
+            from .camera_stream import OUTPUTS, build_streams
+
+            streams = build_streams(cameras, p.topics_image, p.topics_compressed_image, p.topics_camera_info)
             from anima_sam2_ros.engine import ModelLoadError, Segmenter, Tracker, load_model
 
             from .worker import Worker, WorkerConfig
@@ -206,13 +216,20 @@ class Sam2Node(LifecycleNode):
             try:
                 self._model = load_model(p.model, weights=p.weights or None, precision=p.precision,
                                          device=p.device, seed=p.seed)
-                segmenter = Segmenter(self._model, mask_threshold=p.mask_threshold)
-                tracker = None
-                if self._model.can_track:
-                    tracker = Tracker(self._model, num_maskmem=p.memory_frames,
-                                      max_conditioning_frames=p.max_conditioning_frames,
-                                      lost_after=p.lost_after, mask_threshold=p.mask_threshold)
-                else:  # image-only weights: Segment works, Track goals are refused with the reason
+                if len(streams) > 1:
+                    from anima_sam2_ros.engine.shared_encoder import SharedEncoder
+
+                    self._shared_encoder = SharedEncoder(self._model, len(streams))
+                engines = []
+                for _ in streams:
+                    tracker = None
+                    if self._model.can_track:
+                        tracker = Tracker(self._model, num_maskmem=p.memory_frames,
+                                          max_conditioning_frames=p.max_conditioning_frames,
+                                          lost_after=p.lost_after, mask_threshold=p.mask_threshold,
+                                          encoder=self._shared_encoder)
+                    engines.append((Segmenter(self._model, mask_threshold=p.mask_threshold), tracker))
+                if not self._model.can_track:  # image-only weights: Segment works, Track is refused
                     log.warning(f"{self._model.tracking_refusal}; Track goals, ~/detections and "
                                 f"clicked points will be refused")
             except (ModelLoadError, InvalidInputError) as exc:
@@ -220,27 +237,30 @@ class Sam2Node(LifecycleNode):
                 self._teardown()
                 return TransitionCallbackReturn.FAILURE
             self._params = p
-            pubs = self._pubs
-            pubs["masks"] = self._lifecycle_pub(conversions_msg("ObjectMaskArray"), "~/masks")
+            from diagnostic_msgs.msg import DiagnosticArray
             from sensor_msgs.msg import CameraInfo, Image
-
-            pubs["label_image"] = self._lifecycle_pub(Image, "~/label_image")
-            pubs["overlay"] = self._lifecycle_pub(Image, "~/overlay")
-            pubs["camera_info"] = self._lifecycle_pub(CameraInfo, "~/camera_info")
             from visualization_msgs.msg import MarkerArray
 
-            pubs["markers"] = self._lifecycle_pub(MarkerArray, "~/markers")
-            from diagnostic_msgs.msg import DiagnosticArray
-
-            pubs["diagnostics"] = self._lifecycle_pub(DiagnosticArray, "/diagnostics")
+            types = {"masks": conversions_msg("ObjectMaskArray"), "label_image": Image, "overlay": Image,
+                     "camera_info": CameraInfo, "markers": MarkerArray}
+            self._pubs["diagnostics"] = self._lifecycle_pub(DiagnosticArray, "/diagnostics")
             config = WorkerConfig(max_objects=p.max_objects, max_goals=p.max_goals, min_score=p.min_score,
                                   mask_in_results=p.output_mask_in_results, segment_queue=p.segment_queue)
-            self._worker = Worker(segmenter, tracker, config, self.get_logger(), self._publish_outputs)
+            for stream, (segmenter, tracker) in zip(streams, engines, strict=True):
+                stream.pubs = {key: self._lifecycle_pub(types[key], stream.output_topic(key))
+                               for key in OUTPUTS}
+                stream.worker = Worker(segmenter, tracker, config, self.get_logger(),
+                                       functools.partial(self._publish_outputs, stream))
+                self._streams.append(stream)
+            self._worker = streams[0].worker
             from .perception import Perception
 
             self._perception = Perception(self, p, self._worker, _OUTPUT_QOS)
-            self._worker.start()
+            for stream in self._streams:
+                stream.worker.start()
             self._configured = True
+            if cameras:
+                log.info(f"cameras: {', '.join(cameras)} (one model, a shared image encoder)")
             log.info(f"configured: {self._model!r} in {time.monotonic() - t0:.1f} s")
             return TransitionCallbackReturn.SUCCESS
         except Exception as exc:  # noqa: BLE001 - an exception here would end in ERROR without a log
@@ -333,8 +353,7 @@ class Sam2Node(LifecycleNode):
         Done before the executor shuts down so that blocked goal / segment callbacks return.
         """
         self._active = False
-        worker = self._worker
-        if worker is not None:
+        for worker in self._workers():
             worker.end_all_goals("shutdown")
             worker.fail_pending("the node is shutting down")
             worker.stop(timeout=5.0)
@@ -368,25 +387,29 @@ class Sam2Node(LifecycleNode):
     def _create_camera_subscriptions(self) -> None:
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-        p = self._params
         qos = self._camera_qos()
-        for topic, msg_type, callback in ((p.topics_image, Image, self._on_image),
-                                          (p.topics_compressed_image, CompressedImage, self._on_compressed),
-                                          (p.topics_camera_info, CameraInfo, self._on_camera_info)):
-            callback = self._guard(f"camera callback ({topic})", callback)
-            if not topic:
-                continue
-            events = SubscriptionEventCallbacks(
-                incompatible_qos=self._guard("QoS event callback",
-                                             lambda info, t=topic: self._on_incompatible_qos(t, info)))
-            self._subs.append(self.create_subscription(msg_type, topic, callback, qos,
-                                                       callback_group=self._cb_camera,
-                                                       event_callbacks=events))
+        for stream in self._streams:
+            bound = functools.partial
+            for topic, msg_type, callback in (
+                    (stream.image_topic, Image, bound(self._on_image, stream)),
+                    (stream.compressed_topic, CompressedImage, bound(self._on_compressed, stream)),
+                    (stream.camera_info_topic, CameraInfo, bound(self._on_camera_info, stream))):
+                if not topic:
+                    continue
+                callback = self._guard(f"camera callback ({topic})", callback)
+                events = SubscriptionEventCallbacks(
+                    incompatible_qos=self._guard("QoS event callback",
+                                                 lambda info, t=topic: self._on_incompatible_qos(t, info)))
+                self._subs.append(self.create_subscription(msg_type, topic, callback, qos,
+                                                           callback_group=self._cb_camera,
+                                                           event_callbacks=events))
+
+    def _workers(self) -> List[Any]:
+        return [s.worker for s in self._streams if s.worker is not None]
 
     def _deactivate_entities(self) -> None:
         self._active = False
-        worker = self._worker
-        if worker is not None:
+        for worker in self._workers():
             ended = worker.end_all_goals("deactivated")
             worker.fail_pending("the node was deactivated")
             if ended:
@@ -404,39 +427,41 @@ class Sam2Node(LifecycleNode):
         if self._deadline_timer is not None:
             self.destroy_timer(self._deadline_timer)
             self._deadline_timer = None
-        if worker is not None:
+        for worker in self._workers():
             worker.slot.clear()
 
     def _teardown(self) -> None:
         """Undo configure (safe on a partial configure)."""
         self._active = False
         self._configured = False
-        if self._worker is not None:
-            if not self._worker.stop(timeout=10.0):
-                self.get_logger().warning("the inference thread did not stop within 10 s")
-            self._worker = None
+        for worker in self._workers():
+            if not worker.stop(timeout=10.0):
+                self.get_logger().warning("an inference thread did not stop within 10 s")
+        self._worker = None
         self._wait_idle(DRAIN_TIMEOUT)
         if self._perception is not None:
             self._perception.destroy()
             self._perception = None
         destroy_pub = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)
-        for pub in self._pubs.values():
+        for pub in [*self._pubs.values(), *(p for s in self._streams for p in s.pubs.values())]:
             destroy_pub(pub)
         self._pubs = {}
+        self._streams = []
+        self._shared_encoder = None
         if self._model is not None:
             self._model.release()
             self._model = None
         self._params = None
 
     # ------------------------------------------------------------------ camera
-    def _on_image(self, msg: Any) -> None:
-        self._store_frame(msg, conversions.image_from_msg)
+    def _on_image(self, stream: Any, msg: Any) -> None:
+        self._store_frame(stream, msg, conversions.image_from_msg)
 
-    def _on_compressed(self, msg: Any) -> None:
-        self._store_frame(msg, conversions.image_from_compressed)
+    def _on_compressed(self, stream: Any, msg: Any) -> None:
+        self._store_frame(stream, msg, conversions.image_from_compressed)
 
-    def _store_frame(self, msg: Any, convert: Any) -> None:
-        worker, p = self._worker, self._params
+    def _store_frame(self, stream: Any, msg: Any, convert: Any) -> None:
+        worker, p = stream.worker, self._params
         if not self._active or worker is None or p is None:
             return
         try:
@@ -449,10 +474,10 @@ class Sam2Node(LifecycleNode):
             return
         worker.slot.put(image, encoding, conversions.header_copy(msg.header))
 
-    def _on_camera_info(self, msg: Any) -> None:
-        if self._perception is not None:
+    def _on_camera_info(self, stream: Any, msg: Any) -> None:
+        if self._perception is not None and self._streams and stream is self._streams[0]:
             self._perception.on_camera_info(msg)
-        pub = self._pubs.get("camera_info")
+        pub = stream.pubs.get("camera_info")
         if self._active and pub is not None and pub.get_subscription_count() > 0:
             pub.publish(msg)
 
@@ -499,13 +524,19 @@ class Sam2Node(LifecycleNode):
 
     def _submit_segment(self, request: Any, response: Any) -> Any:
         """Check the request and queue it: the worker's job, or None with ``response.message`` set."""
+        from .camera_stream import pick
         from .worker import Frame
 
-        worker, p = self._worker, self._params
-        if not self._configured or worker is None or p is None:
+        p = self._params
+        if not self._configured or self._worker is None or p is None:
             response.message = ("the node is not configured: configure and activate it first "
                                 "(ros2 lifecycle set ... configure, then activate)")
             return None
+        stream, reason = pick(self._streams, request.camera)
+        if stream is None:
+            response.message = reason
+            return None
+        worker = stream.worker
         if not self._active:
             response.message = "the node is not active: activate it first (ros2 lifecycle set ... activate)"
             return None
@@ -519,8 +550,8 @@ class Sam2Node(LifecycleNode):
             if conversions.is_empty_image(request.image):
                 frame = worker.slot.latest()
                 if frame is None:
-                    response.message = (f"no camera frame received yet on '{p.topics_image}'; wait for "
-                                        f"the camera or send an image in the request")
+                    response.message = (f"no camera frame received yet on '{stream.image_topic}'; wait "
+                                        f"for the camera or send an image in the request")
                     return None
             else:
                 image, encoding = conversions.image_from_msg(request.image, p.max_image_side)
@@ -564,11 +595,17 @@ class Sam2Node(LifecycleNode):
 
     # ------------------------------------------------------------------ track
     def _on_goal(self, goal_request: Any) -> GoalResponse:
-        worker = self._worker
-        if not self._active or worker is None:
+        from .camera_stream import pick
+
+        if not self._active or self._worker is None:
             state = "active" if self._configured else "configured"
             self._goal_refusals.refused(f"the node is not {state}")
             return GoalResponse.REJECT
+        stream, reason = pick(self._streams, goal_request.camera)
+        if stream is None:
+            self._goal_refusals.refused(reason)
+            return GoalResponse.REJECT
+        worker = stream.worker
         p = self._params
         goal, reason = worker.reserve_goal(goal_request.prompts, goal_request.max_frames,
                                            goal_request.min_score, goal_request.max_lost_frames,
@@ -587,8 +624,11 @@ class Sam2Node(LifecycleNode):
         from anima_sam2_msgs.action import Track
 
         with self._busy_scope():
+            from .camera_stream import pick
+
             result = Track.Result()
-            worker = self._worker
+            stream, _ = pick(self._streams, goal_handle.request.camera)
+            worker = stream.worker if stream is not None else None
             goal = worker.claim_goal(goal_handle.request) if worker is not None else None
             if goal is None:
                 result.reason = "deactivated" if not self._active else "the goal was not reserved"
@@ -672,13 +712,14 @@ class Sam2Node(LifecycleNode):
                 goal_handle.publish_feedback(feedback)
 
     # ------------------------------------------------------------------ outputs
-    def _publish_outputs(self, frame: Any, results: List[Any], objects: List[Any], source: str) -> None:
-        """Publish ~/masks, ~/label_image, ~/overlay and ~/markers (worker thread)."""
-        p, pubs = self._params, self._pubs
+    def _publish_outputs(self, stream: Any, frame: Any, results: List[Any], objects: List[Any],
+                         source: str) -> None:
+        """Publish ~/masks, ~/label_image, ~/overlay and ~/markers of a camera (its worker thread)."""
+        p, pubs = self._params, stream.pubs
         if p is None or not self._active or (source == "segment" and not p.output_segment_results):
             return
         perception = self._perception
-        if perception is not None:
+        if perception is not None and stream.worker is self._worker:
             try:
                 perception.publish(frame, results, source)
             except Exception as exc:  # noqa: BLE001 - the 2D outputs below go on
