@@ -94,7 +94,7 @@ def test_segment_uses_the_named_cameras_latest_frame(cams):
     assert not res.success and res.message == "unknown camera 'nope'; cameras: front, wrist"
     assert all(m.header.frame_id == "front_optical" for m in client.messages("front/camera_info"))
     assert all(m.header.frame_id == "wrist_optical" for m in client.messages("wrist/camera_info"))
-    assert "cameras: front, wrist (one model, a shared image encoder)" in node.log()
+    assert "cameras: front, wrist (one model, one encoder pass per camera frame on the CPU)" in node.log()
 
 
 def test_each_camera_tracks_its_own_objects_with_its_own_outputs(cams):

@@ -216,7 +216,9 @@ class Sam2Node(LifecycleNode):
             try:
                 self._model = load_model(p.model, weights=p.weights or None, precision=p.precision,
                                          device=p.device, seed=p.seed)
-                if len(streams) > 1:
+                # Batched encoder passes pay on a GPU; on a CPU a batch of N frames measured slower
+                # than N passes (README, "bench cameras"), so each camera encodes on its own there.
+                if len(streams) > 1 and self._model.device.type == "cuda":
                     from anima_sam2_ros.engine.shared_encoder import SharedEncoder
 
                     self._shared_encoder = SharedEncoder(self._model, len(streams))
@@ -260,7 +262,9 @@ class Sam2Node(LifecycleNode):
                 stream.worker.start()
             self._configured = True
             if cameras:
-                log.info(f"cameras: {', '.join(cameras)} (one model, a shared image encoder)")
+                how = ("a shared, batched image encoder" if self._shared_encoder is not None
+                       else "one encoder pass per camera frame on the CPU")
+                log.info(f"cameras: {', '.join(cameras)} (one model, {how})")
             log.info(f"configured: {self._model!r} in {time.monotonic() - t0:.1f} s")
             return TransitionCallbackReturn.SUCCESS
         except Exception as exc:  # noqa: BLE001 - an exception here would end in ERROR without a log
