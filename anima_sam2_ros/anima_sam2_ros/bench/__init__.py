@@ -47,6 +47,20 @@ def summarize(times_ms: Sequence[float]) -> Dict[str, Any]:
             "mean": float(statistics.fmean(vals)), "runs": len(vals)}
 
 
+def time_calls(fn: Callable[[], Any], runs: int, warmup: int = 1) -> Dict[str, Any]:
+    """``summarize`` of ``runs`` timed calls of ``fn`` (ms) after ``warmup`` untimed ones."""
+    import time
+
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return summarize(times)
+
+
 def ratio(num: float, den: float) -> float:
     """``num / den`` or NaN when undefined."""
     if den is None or num is None or not math.isfinite(den) or den == 0.0:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -36,7 +35,7 @@ from . import (
     parse_int_list,
     parse_resolution,
     ratio,
-    summarize,
+    time_calls,
 )
 
 
@@ -54,17 +53,6 @@ def _prompt(width: int, height: int) -> Any:
     from anima_sam2_ros.engine import Prompt
 
     return Prompt(box=np.array([width / 4, height / 3, width / 2, 2 * height / 3], np.float64), object_id=1)
-
-
-def _timed(fn, runs: int, warmup: int) -> Dict[str, Any]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return summarize(times)
 
 
 def _measure(lm: Any, n: int, width: int, height: int, runs: int, warmup: int) -> Dict[str, Any]:
@@ -106,10 +94,10 @@ def _measure(lm: Any, n: int, width: int, height: int, runs: int, warmup: int) -
                 lm.model.get_image_features(p, return_dict=True)
 
     return {"cameras": n,
-            "batched_ms": _timed(round_batched, runs, warmup),
-            "sequential_ms": _timed(round_sequential, runs, warmup),
-            "encoder_batched_ms": _timed(encode_batched, runs, warmup),
-            "encoder_one_by_one_ms": _timed(encode_one_by_one, runs, warmup)}
+            "batched_ms": time_calls(round_batched, runs, warmup),
+            "sequential_ms": time_calls(round_sequential, runs, warmup),
+            "encoder_batched_ms": time_calls(encode_batched, runs, warmup),
+            "encoder_one_by_one_ms": time_calls(encode_one_by_one, runs, warmup)}
 
 
 def run(lm: Any, counts: List[int], width: int, height: int, runs: int, warmup: int) -> List[Dict[str, Any]]:

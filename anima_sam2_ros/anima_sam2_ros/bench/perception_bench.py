@@ -41,6 +41,7 @@ from . import (
     machine_info,
     parse_resolution,
     summarize,
+    time_calls,
 )
 
 
@@ -49,16 +50,6 @@ def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
 
     padded = np.pad(~mask, r + 1, constant_values=True)
     return ~_erode(padded, r)[r + 1:-r - 1, r + 1:-r - 1]
-
-
-def _time(fn: Callable[[], Any], runs: int) -> Dict[str, Any]:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return summarize(times)
 
 
 def run_extract3d(width: int = 640, height: int = 480, runs: int = 30) -> Dict[str, Any]:
@@ -92,15 +83,15 @@ def run_extract3d(width: int = 640, height: int = 480, runs: int = 30) -> Dict[s
             err_e = float(np.abs(geom.size - truth["extent"]).max()) if mname != "whole frame" else None
             row = {"object": name, "mask": mname, "mask_px": int(m.sum()), "points": geom.n_points,
                    "rejected": geom.n_rejected, "centroid_err_m": err_c, "extent_err_m": err_e,
-                   "geometry_ms": _time(extract, runs),
-                   "with_cloud_ms": _time(lambda extract=extract: extract(stride=2), runs)}
+                   "geometry_ms": time_calls(extract, runs),
+                   "with_cloud_ms": time_calls(lambda extract=extract: extract(stride=2), runs)}
             if conversions is not None:
                 g = object_geometry(1, depth_mm, 0.001, m, intr, cloud_stride=2)
 
                 def build(g=g):
                     conversions.detection3d_array_msg([g], header)
                     conversions.pointcloud2_msg(g.points, header, np.full(len(g.points), 1, np.uint32))
-                row["messages_ms"] = _time(build, runs)
+                row["messages_ms"] = time_calls(build, runs)
             rows.append(row)
     return {"resolution": [width, height], "runs": runs, "cases": rows}
 
