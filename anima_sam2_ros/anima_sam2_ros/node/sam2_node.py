@@ -788,7 +788,8 @@ class Sam2Node(LifecycleNode):
         elif snap["goals"] and (age < 0 or age > p.camera_timeout / 2):
             status.level, status.message = DiagnosticStatus.WARN, "track goals running but no camera frames"
         elif age < 0:
-            status.level, status.message = DiagnosticStatus.WARN, f"no camera frame yet on '{p.topics_image}'"
+            topic = self._streams[0].image_topic if self._streams else p.topics_image
+            status.level, status.message = DiagnosticStatus.WARN, f"no camera frame yet on '{topic}'"
         elif snap["errors"]:
             status.message = f"ok ({snap['errors']} inference error(s), last: {snap['last_error'][:120]})"
         values = {
