@@ -302,7 +302,8 @@ def test_rviz_topics_are_the_nodes_topics():
     # outputs (issue 16) are created by node/perception.py.
     (single,) = build_streams([], "image", "", "camera_info")
     node_source += " ".join(f'"{single.output_topic(key)}"' for key in OUTPUTS)
-    node_source += (pathlib.Path(sam2_node.__file__).parent / "perception.py").read_text()
+    perception = (pathlib.Path(sam2_node.__file__).parent / "perception.py").read_text()
+    node_source += " ".join(f'"~/{leaf}"' for leaf in re.findall(r'prefix \+ "(\w+)"', perception))
     topics = {d["Topic"]["Value"]: d["Class"] for d in displays if "Topic" in d}
     expected_types = {"overlay": "Image", "label_image": "Image", "markers": "MarkerArray",
                       "object_points": "PointCloud2"}

@@ -31,22 +31,32 @@ class _TwoCameras:
         n = client.node
         self.images = {c: n.create_publisher(Image, f"/{c}/image_raw", qos) for c in CAMERAS}
         self.infos = {c: n.create_publisher(CameraInfo, f"/{c}/camera_info", qos) for c in CAMERAS}
+        # Registered depth per camera (topics.depth 'depth' -> NAME/depth): a flat wall at 1 m / 2 m.
+        self.depths = {c: n.create_publisher(Image, f"/{c}/depth", qos) for c in CAMERAS}
         self.sent = {c: 0 for c in CAMERAS}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        from sam2_client import camera_image
-        from sensor_msgs.msg import CameraInfo
+        import array
 
+        import numpy as np
+        from sam2_client import camera_image
+        from sensor_msgs.msg import CameraInfo, Image
+
+        walls = {c: np.full((120, 160), 1.0 + k, dtype="<f4") for k, c in enumerate(CAMERAS)}
         t = 0
         while not self._stop.is_set():
             for k, cam in enumerate(CAMERAS):
                 img = camera_image(160, 120, (t + 7 * k) % 30)
                 img.header.frame_id = f"{cam}_optical"
                 img.header.stamp.sec = 2000 + t
-                self.infos[cam].publish(CameraInfo(header=img.header, width=160, height=120))
+                self.infos[cam].publish(CameraInfo(header=img.header, width=160, height=120,
+                                                   k=[100.0, 0.0, 80.0, 0.0, 100.0, 60.0, 0.0, 0.0, 1.0]))
+                depth = Image(header=img.header, height=120, width=160, encoding="32FC1", step=160 * 4)
+                depth.data = array.array("B", walls[cam].tobytes())
+                self.depths[cam].publish(depth)
                 self.images[cam].publish(img)
                 self.sent[cam] += 1
             t += 1
@@ -63,14 +73,17 @@ def cams(tmp_path_factory):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sam2_client import running_node
     from sensor_msgs.msg import CameraInfo
+    from vision_msgs.msg import Detection3DArray
 
     from anima_sam2_msgs.msg import ObjectMaskArray
 
-    with running_node(tmp_path_factory.mktemp("cameras"), NAME, overrides={"cameras": "front,wrist"},
+    overrides = {"cameras": "front,wrist", "topics.depth": "depth"}
+    with running_node(tmp_path_factory.mktemp("cameras"), NAME, overrides=overrides,
                       log_tail=5000) as (client, node):
         qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         for cam in CAMERAS:
-            for key, msg_type in ((f"{cam}/masks", ObjectMaskArray), (f"{cam}/camera_info", CameraInfo)):
+            for key, msg_type in ((f"{cam}/masks", ObjectMaskArray), (f"{cam}/camera_info", CameraInfo),
+                                  (f"{cam}/detections_3d", Detection3DArray)):
                 client.received[key] = []
                 client.node.create_subscription(msg_type, f"/{NAME}/{key}", client._recorder(key), qos)
         feeder = _TwoCameras(client)
@@ -121,6 +134,25 @@ def test_each_camera_tracks_its_own_objects_with_its_own_outputs(cams):
     assert wait_for(lambda: "unknown camera 'nope'" in node.log(), 10.0)
     res = client.segment_call([box_prompt((30, 30, 90, 90))], camera="wrist")  # still serving
     assert res.success, res.message
+
+
+def test_each_camera_pairs_its_own_depth(cams):
+    from sam2_client import box_prompt
+
+    client, _ = cams
+    for k, cam in enumerate(CAMERAS):
+        res = client.segment_call([box_prompt((30, 30, 90, 90), object_id=5)], camera=cam)
+        assert res.success, res.message
+        stamp = res.result.header.stamp
+
+        def on_frame(cam=cam, stamp=stamp):
+            return [m for m in client.messages(f"{cam}/detections_3d") if m.header.stamp == stamp]
+
+        assert wait_for(lambda: on_frame(), 20.0), f"no ~/{cam}/detections_3d for the answer"
+        msg = on_frame()[-1]  # (a tracked frame may have the same stamp)
+        assert msg.header.frame_id == f"{cam}_optical"
+        z = msg.detections[0].results[0].pose.pose.position.z
+        assert abs(z - (1.0 + k)) < 1e-3, (cam, z)  # front's wall at 1 m, wrist's at 2 m
 
 
 def test_camera_names_are_checked():

@@ -26,6 +26,7 @@ class CameraStream:
     camera_info_topic: str
     worker: Any = None
     pubs: Dict[str, Any] = field(default_factory=dict)
+    perception: Any = None  # perception.Perception: this camera's detections / clicks / depth
 
     def output_topic(self, key: str) -> str:
         """``~/masks`` (single camera) or ``~/NAME/masks``."""

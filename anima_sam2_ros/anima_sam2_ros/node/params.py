@@ -60,7 +60,9 @@ PARAMS: Tuple[ParamSpec, ...] = (
               "~/NAME/camera_info, and has its own tracker, goals and segment queue; frames ready "
               "together share one image-encoder pass. Segment / Track pick one with their 'camera' "
               "field ('' = the first). topics.image / compressed_image / camera_info are not used "
-              "then; the perception inputs serve the first camera. '' = one camera on topics.image."),
+              "then; relative topics.detections / clicked_point / depth are each camera's "
+              "(NAME/depth ...; outputs ~/NAME/detections ...), absolute ones the first camera's. "
+              "'' = one camera on topics.image."),
     ParamSpec("image_qos.reliability", "best_effort",
               "Reliability of the camera subscriptions (best_effort = sensor-data profile).",
               choices=RELIABILITIES),

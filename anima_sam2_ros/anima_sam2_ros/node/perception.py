@@ -43,16 +43,35 @@ _INPUT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
 _WARN_PERIOD = 5.0
 
 
+def input_topics(p: Any, camera: str, first: bool) -> Dict[str, str]:
+    """A stream's perception inputs: the ``topics.*`` names, below ``camera`` with ``cameras``.
+
+    With the ``cameras`` parameter a relative name (``depth``) is each camera's own
+    (``front/depth``), an absolute one (``/clicked_point``) is the first camera's only.
+    """
+    out = {}
+    for key in ("detections", "clicked_point", "depth"):
+        topic = str(getattr(p, f"topics_{key}") or "")
+        if topic and camera:
+            topic = (topic if first else "") if topic.startswith("/") else f"{camera}/{topic}"
+        out[key] = topic
+    out["camera_info"] = f"{camera}/camera_info" if camera else p.topics_camera_info
+    return out
+
+
 class Perception:
     """Detections / clicks / depth in, ``~/detections``, ``~/detections_3d``, ``~/object_points`` out."""
 
-    def __init__(self, node: Any, p: Any, worker: Any, output_qos: Any) -> None:
+    def __init__(self, node: Any, p: Any, worker: Any, output_qos: Any, camera: str = "",
+                 first: bool = True) -> None:
+        """``camera``: the stream's name with the ``cameras`` parameter ('' = the one camera)."""
         self._node = node
         self._p = p
         self._worker = worker
         self._log = node.get_logger()
+        self.topics = input_topics(p, camera, first)
         # Throttled per kind of reason: a new reason (wrong size after wrong encoding) still shows.
-        self._depth_refusals = RefusalLog(self._log, f"depth images on '{p.topics_depth}' dropped",
+        self._depth_refusals = RefusalLog(self._log, f"depth images on '{self.topics['depth']}' dropped",
                                           _WARN_PERIOD)
         self._cb = MutuallyExclusiveCallbackGroup()
         self._lock = threading.Lock()
@@ -74,12 +93,13 @@ class Perception:
         from sensor_msgs.msg import PointCloud2
 
         make = node.create_lifecycle_publisher
+        prefix = f"~/{camera}/" if camera else "~/"
         if Detection2DArray is not None:
-            self._pubs["detections"] = make(Detection2DArray, "~/detections", output_qos)
-            self._pubs["detections_3d"] = make(Detection3DArray, "~/detections_3d", output_qos)
-        self._pubs["object_points"] = make(PointCloud2, "~/object_points", output_qos)
+            self._pubs["detections"] = make(Detection2DArray, prefix + "detections", output_qos)
+            self._pubs["detections_3d"] = make(Detection3DArray, prefix + "detections_3d", output_qos)
+        self._pubs["object_points"] = make(PointCloud2, prefix + "object_points", output_qos)
         self.prompter: Optional[DetectionPrompter] = None
-        if (p.topics_detections and Detection2DArray is not None) or p.topics_clicked_point:
+        if (self.topics["detections"] and Detection2DArray is not None) or self.topics["clicked_point"]:
             cfg = DetectionsConfig(iou_threshold=p.detections_iou_threshold,
                                    reprompt_interval=p.detections_reprompt_interval,
                                    min_score=p.detections_min_score, forget_after=p.detections_forget_after,
@@ -91,19 +111,19 @@ class Perception:
     # ------------------------------------------------------------------ lifecycle
     def activate(self, camera_qos: Any) -> List[str]:
         """Subscribe to the enabled inputs; returns their topic names."""
-        p, guard = self._p, self._node._guard
+        topics, guard = self.topics, self._node._guard
         from geometry_msgs.msg import PointStamped
         from sensor_msgs.msg import Image
 
         wanted = []
-        if p.topics_detections and "detections" in self._pubs:
+        if topics["detections"] and "detections" in self._pubs:
             from vision_msgs.msg import Detection2DArray
 
-            wanted.append((p.topics_detections, Detection2DArray, self._on_detections, _INPUT_QOS))
-        if p.topics_clicked_point:
-            wanted.append((p.topics_clicked_point, PointStamped, self._on_click, _INPUT_QOS))
-        if p.topics_depth:
-            wanted.append((p.topics_depth, Image, self._on_depth, camera_qos))
+            wanted.append((topics["detections"], Detection2DArray, self._on_detections, _INPUT_QOS))
+        if topics["clicked_point"]:
+            wanted.append((topics["clicked_point"], PointStamped, self._on_click, _INPUT_QOS))
+        if topics["depth"]:
+            wanted.append((topics["depth"], Image, self._on_depth, camera_qos))
         for topic, msg_type, callback, qos in wanted:
             self._subs.append(self._node.create_subscription(
                 msg_type, topic, guard(f"perception callback ({topic})", callback), qos,
@@ -149,7 +169,7 @@ class Perception:
         boxes, rejected = conversions.boxes_from_detection2d_array(msg)
         if rejected:
             self.counters["detections_rejected"] += len(rejected)
-            self._log.warning(f"detections on '{self._p.topics_detections}': {len(rejected)} of {n} "
+            self._log.warning(f"detections on '{self.topics['detections']}': {len(rejected)} of {n} "
                               f"rejected ({'; '.join(rejected[:3])})", throttle_duration_sec=_WARN_PERIOD)
         if boxes:
             self.prompter.submit_detections(conversions.stamp_ns(msg.header.stamp), boxes)
@@ -218,7 +238,7 @@ class Perception:
         pub = self._wanted("detections", p.output_detections)
         if pub is not None:
             pub.publish(conversions.detection2d_array_msg(results, header, self.class_of))
-        if not p.topics_depth:
+        if not self.topics["depth"]:
             return
         pub3d = self._wanted("detections_3d", p.output_detections_3d)
         cloud_pub = self._wanted("object_points", p.output_object_points)
@@ -249,7 +269,7 @@ class Perception:
         with self._lock:
             info = self._info
         if info is None:
-            warn(f"no camera_info on '{p.topics_camera_info}' yet: no 3D output",
+            warn(f"no camera_info on '{self.topics['camera_info']}' yet: no 3D output",
                  throttle_duration_sec=_WARN_PERIOD)
             return
         k, iw, ih, _ = info

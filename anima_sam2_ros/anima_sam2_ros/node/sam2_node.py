@@ -133,7 +133,7 @@ class Sam2Node(LifecycleNode):
         self._viz: Any = None
         self._viz_missing_logged = False
         self._configured = False
-        self._perception: Any = None  # perception.Perception: detections / clicks / depth (issue 16)
+        # perception.Perception of each stream (stream.perception): detections / clicks / depth.
         from anima_sam2_msgs.action import Track
         from anima_sam2_msgs.srv import Segment
 
@@ -257,7 +257,9 @@ class Sam2Node(LifecycleNode):
             self._worker = streams[0].worker
             from .perception import Perception
 
-            self._perception = Perception(self, p, self._worker, _OUTPUT_QOS)
+            for k, stream in enumerate(self._streams):
+                stream.perception = Perception(self, p, stream.worker, _OUTPUT_QOS, camera=stream.name,
+                                               first=k == 0)
             for stream in self._streams:
                 stream.worker.start()
             self._configured = True
@@ -279,8 +281,9 @@ class Sam2Node(LifecycleNode):
         """Subscribe to the camera, start the diagnostics timer, enable the publishers."""
         try:
             self._create_camera_subscriptions()
-            if self._perception is not None:
-                self._perception.activate(self._camera_qos())
+            for stream in self._streams:
+                if stream.perception is not None:
+                    stream.perception.activate(self._camera_qos())
             p = self._params
             if p.output_diagnostics:
                 self._diag_timer = self.create_timer(
@@ -423,8 +426,9 @@ class Sam2Node(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        if self._perception is not None:
-            self._perception.deactivate()
+        for stream in self._streams:
+            if stream.perception is not None:
+                stream.perception.deactivate()
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
@@ -443,9 +447,10 @@ class Sam2Node(LifecycleNode):
                 self.get_logger().warning("an inference thread did not stop within 10 s")
         self._worker = None
         self._wait_idle(DRAIN_TIMEOUT)
-        if self._perception is not None:
-            self._perception.destroy()
-            self._perception = None
+        for stream in self._streams:
+            if stream.perception is not None:
+                stream.perception.destroy()
+                stream.perception = None
         destroy_pub = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)
         for pub in [*self._pubs.values(), *(p for s in self._streams for p in s.pubs.values())]:
             destroy_pub(pub)
@@ -479,8 +484,8 @@ class Sam2Node(LifecycleNode):
         worker.slot.put(image, encoding, conversions.header_copy(msg.header))
 
     def _on_camera_info(self, stream: Any, msg: Any) -> None:
-        if self._perception is not None and self._streams and stream is self._streams[0]:
-            self._perception.on_camera_info(msg)
+        if stream.perception is not None:
+            stream.perception.on_camera_info(msg)
         pub = stream.pubs.get("camera_info")
         if self._active and pub is not None and pub.get_subscription_count() > 0:
             pub.publish(msg)
@@ -722,8 +727,8 @@ class Sam2Node(LifecycleNode):
         p, pubs = self._params, stream.pubs
         if p is None or not self._active or (source == "segment" and not p.output_segment_results):
             return
-        perception = self._perception
-        if perception is not None and stream.worker is self._worker:
+        perception = stream.perception
+        if perception is not None:
             try:
                 perception.publish(frame, results, source)
             except Exception as exc:  # noqa: BLE001 - the 2D outputs below go on
