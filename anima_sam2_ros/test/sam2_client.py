@@ -226,7 +226,16 @@ class Sam2Client:
         """The node's lifecycle state label."""
         from lifecycle_msgs.srv import GetState
 
-        return self.call(self.get_state, GetState.Request()).current_state.label
+        # The first request right after discovery can be answered to a response reader the node
+        # has not matched yet (DDS discovery is not symmetric): that answer is lost, so a
+        # read-only request is sent again (seen once on a loaded machine).
+        for attempt in range(3):
+            try:
+                return self.call(self.get_state, GetState.Request(), timeout=10.0).current_state.label
+            except TimeoutError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def transition(self, label: str, timeout: float = 60.0) -> bool:
         """Request a transition by label (configure, activate, ...), as ``ros2 lifecycle set``."""
