@@ -5,7 +5,7 @@ Each camera has its own ``Tracker`` (its own objects, memory and frame index) on
 frame is validated first (``Tracker.prepare``), the image encoder runs once on the batch, then
 each tracker finishes its frame on its slice of the features (memory attention, decoder, memory
 encoder: per camera, as their objects and memories differ). The results equal each tracker's
-own ``step`` on the same frame (the encoder is batch-invariant: tests), so a camera's masks do
+own ``step`` on the same frame (within float rounding of the batched encoder: tests), so a camera's masks do
 not depend on which other cameras were ready with it.
 """
 

@@ -6,8 +6,8 @@ together arrive from different threads: ``SharedEncoder.encode`` collects them f
 ``window_s`` (or until every camera has one pending) and runs one batched encoder pass; every
 caller gets the whole batch's features and its index in it. A lone camera waits at most the
 window; a batch never exceeds ``max_batch``; an encoder failure reaches every caller of that
-batch. The encoder is batch-invariant (``multi_camera`` tests), so results do not depend on
-which frames shared a pass.
+batch. The encoder is batch-invariant up to float rounding (``multi_camera`` tests), so results
+do not depend on which frames shared a pass.
 """
 
 from __future__ import annotations
