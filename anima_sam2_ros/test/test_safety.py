@@ -56,3 +56,43 @@ def test_a_fault_is_logged_with_its_traceback_and_the_shutdown_race_only_counted
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_camera_source_spin_ends_quietly_when_ctrl_c_shuts_the_context_mid_publish():
+    """The frame timer publishing after the SIGINT handler shut the context down (seen in CI)."""
+    require_workspace()
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from anima_sam2_ros.node.camera_source import spin_once_until_shutdown
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("camera_source_spin_test", context=ctx)
+    pub = node.create_publisher(String, "camera_source_spin_test", 1)
+    calls = []
+
+    def tick():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a real fault while the context is up")
+        rclpy.shutdown(context=ctx)  # what Ctrl-C does, between two lines of the callback
+        pub.publish(String(data="x"))  # RCLError: publisher's context is invalid
+
+    node.create_timer(0.001, tick)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    try:
+        with pytest.raises(RuntimeError, match="a real fault"):
+            for _ in range(100):
+                spin_once_until_shutdown(ctx.ok, executor, 0.1)
+        for _ in range(100):
+            if not ctx.ok():
+                break
+            spin_once_until_shutdown(ctx.ok, executor, 0.1)  # must not raise
+        assert not ctx.ok() and len(calls) == 2
+    finally:
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
