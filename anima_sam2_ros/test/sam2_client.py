@@ -49,8 +49,12 @@ class NodeProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGINT, then kill; returns the exit code."""
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGINT, then kill; returns the exit code.
+
+        30 s: the node's release may wait its drain timeouts (5 s each, three of them) when a
+        callback is still finishing; one Jazzy run took longer than the former 15 s.
+        """
         if self.proc.poll() is None:
             self.proc.send_signal(2)
             try:
