@@ -26,51 +26,55 @@ class _Lines:
         self.errors.append(text)
 
 
-def test_a_fault_is_logged_with_its_traceback_and_the_shutdown_race_only_counted():
+@pytest.fixture
+def private_node():
+    """``(ctx, node, publisher)`` in a context of their own, which a test may shut down."""
     require_workspace()
     import rclpy
     from std_msgs.msg import String
 
-    from anima_sam2_ros.node.safety import ErrorLog
-
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("safety_test", context=ctx)
-    pub = node.create_publisher(String, "safety_test", 1)
-    lines = _Lines()
-    errors = ErrorLog(lines, context_ok=ctx.ok)
     try:
-        try:
-            raise ValueError("a real fault")
-        except ValueError as exc:
-            errors.report("camera callback", exc)
-        assert len(lines.errors) == 1 and "Traceback" in lines.errors[0]
-        assert "ValueError: a real fault" in lines.errors[0]
-
-        rclpy.shutdown(context=ctx)  # what the SIGINT handler does
-        with pytest.raises(Exception) as raised:  # noqa: PT011 - rclpy's RCLError is not public
-            pub.get_subscription_count()
-        errors.report("camera callback (camera_info)", raised.value)
-        assert len(lines.errors) == 1, lines.errors[-1]
-        assert errors.during_shutdown == 1 and errors.total == 1
+        yield ctx, node, node.create_publisher(String, "safety_test", 1)
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
 
 
-def test_camera_source_spin_ends_quietly_when_ctrl_c_shuts_the_context_mid_publish():
+def test_a_fault_is_logged_with_its_traceback_and_the_shutdown_race_only_counted(private_node):
+    import rclpy
+
+    from anima_sam2_ros.node.safety import ErrorLog
+
+    ctx, _, pub = private_node
+    lines = _Lines()
+    errors = ErrorLog(lines, context_ok=ctx.ok)
+    try:
+        raise ValueError("a real fault")
+    except ValueError as exc:
+        errors.report("camera callback", exc)
+    assert len(lines.errors) == 1 and "Traceback" in lines.errors[0]
+    assert "ValueError: a real fault" in lines.errors[0]
+
+    rclpy.shutdown(context=ctx)  # what the SIGINT handler does
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - rclpy's RCLError is not public
+        pub.get_subscription_count()
+    errors.report("camera callback (camera_info)", raised.value)
+    assert len(lines.errors) == 1, lines.errors[-1]
+    assert errors.during_shutdown == 1 and errors.total == 1
+
+
+def test_camera_source_spin_ends_quietly_when_ctrl_c_shuts_the_context_mid_publish(private_node):
     """The frame timer publishing after the SIGINT handler shut the context down (seen in CI)."""
-    require_workspace()
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
     from anima_sam2_ros.node.camera_source import spin_once_until_shutdown
 
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = rclpy.create_node("camera_source_spin_test", context=ctx)
-    pub = node.create_publisher(String, "camera_source_spin_test", 1)
+    ctx, node, pub = private_node
     calls = []
 
     def tick():
@@ -94,5 +98,3 @@ def test_camera_source_spin_ends_quietly_when_ctrl_c_shuts_the_context_mid_publi
         assert not ctx.ok() and len(calls) == 2
     finally:
         executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        rclpy.try_shutdown(context=ctx)
