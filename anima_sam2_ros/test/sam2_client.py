@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import threading
@@ -56,12 +57,20 @@ class NodeProcess:
         callback is still finishing; one Jazzy run took longer than the former 15 s.
         """
         if self.proc.poll() is None:
-            self.proc.send_signal(2)
+            self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+                # PYTHONFAULTHANDLER: SIGABRT makes the node print every thread's stack to its log,
+                # so a node that does not exit says where it waits.
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(5)
+                print(f"{self.name} did not exit within {timeout:.0f} s of SIGINT; its stacks:\n"
+                      f"{self.log()[-20000:]}")
         return self.proc.returncode
 
 
@@ -81,6 +90,7 @@ def start_node(tmp_dir: pathlib.Path, name: str = NODE, autostart: bool = True,
         args += ["-p", f"{key}:={value}"]
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # stacks on SIGABRT (NodeProcess.stop) and on a crash
     env.setdefault("OMP_NUM_THREADS", "1")
     log_path = pathlib.Path(tmp_dir) / f"{name}.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the child owns it

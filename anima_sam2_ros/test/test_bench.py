@@ -215,7 +215,7 @@ def test_node_bench_smoke(tmp_path, capsys):
     from anima_sam2_ros.bench import main
 
     out = tmp_path / "node.json"
-    rc = main(["node", "--resolutions", "96x64,128x96", "--runs", "2", "--warmup", "1",
+    rc = main(["node", "--resolutions", "96x64,128x96", "--runs", "2", "--warmup", "1", "--track-frames", "3",
                "--json", "--out", str(out)])
     captured = capsys.readouterr()
     assert rc == 0, captured.err[-4000:]
@@ -232,15 +232,29 @@ def test_node_bench_smoke(tmp_path, capsys):
             _positive(s["overhead_ms"]["median"], f"{key}.{kind}.overhead")
             _positive(s["overhead_ratio"], f"{key}.{kind}.overhead_ratio")
         t = r["track"]
-        assert t["reason"] == "max_frames" and t["frames_processed"] == 4
+        assert t["reason"] == "max_frames" and t["frames_processed"] == 5
+        # The latency trace of every timed frame: camera stamp <= received <= step start <= step
+        # end <= published <= receipt here, one clock; the probe process saw the same frames.
+        d = t["delivery"]
+        assert d["frames"] == 3 and d["probe_frames"] == 3, d
+        for hop in ("camera_to_node", "wait", "inference", "handoff", "delivery_feedback", "delivery_masks",
+                    "probe_delivery_feedback", "probe_delivery_masks", "beyond_inference"):
+            h = d[hop]
+            assert h["n"] == 3 and 0.0 <= h["p50"] <= h["p99"] <= h["max"], (hop, h)
+        _positive(d["inference"]["p50"], f"{key}.delivery.inference")
         assert t["masks_received"] == t["frames_processed"]
         for name in ("e2e_ms", "node_ms", "overhead_ms"):
-            _check_summary(t[name], f"{key}.track.{name}", runs=2)
+            _check_summary(t[name], f"{key}.track.{name}", runs=3)
         _positive(t["overhead_ratio"], f"{key}.track.overhead_ratio")
         _positive(t["camera_rate_hz"], "camera rate")
         for name in ("segment", "track_step"):
             _check_summary(r["engine"][name], f"{key}.engine.{name}")
     _check_goals(report["goals"])
+    from anima_sam2_ros.bench.node_bench import format_report
+
+    table = format_report(report)  # what the bench prints without --json
+    assert "tracking latency trace per frame" in table and "probe_delivery_masks" in table, table
+    assert "p50" in table and "p99" in table and "max" in table
 
 
 # ------------------------------------------------------------------ GPU script, run on the CPU

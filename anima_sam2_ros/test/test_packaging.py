@@ -8,7 +8,9 @@ must be a key rosdep resolves on Humble and Jazzy.
 
 from __future__ import annotations
 
+import ast
 import pathlib
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -25,9 +27,12 @@ ROS_PACKAGES = {
     "builtin_interfaces", "std_msgs", "sensor_msgs", "geometry_msgs", "rclpy", "lifecycle_msgs",
     "action_msgs", "visualization_msgs", "diagnostic_msgs", "launch", "launch_ros",
     "ament_index_python", "vision_msgs", "ros2lifecycle", "ros2action", "ros2service", "ros2launch",
-    "ros2topic", "ros2run", "rosidl_interface_packages",
+    "ros2topic", "ros2run", "ros2pkg", "ros2cli", "rcl_interfaces", "rosidl_interface_packages",
 }
-ROSDEP_PYTHON = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-pytest"}
+ROSDEP_PYTHON = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-pytest", "python3-hypothesis"}
+#: Python modules whose rosdep key is not the module name (the rest are ROS packages of that name).
+MODULE_KEYS = {"numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
+               "pytest": "python3-pytest", "hypothesis": "python3-hypothesis"}
 
 
 def _deps(package_dir: pathlib.Path) -> dict:
@@ -58,6 +63,40 @@ def test_package_xml_names_types_and_keys():
     assert {p.parent.name for p in MSGS.glob("*/*.*") if p.suffix in (".msg", ".srv", ".action")} \
         == {"msg", "srv", "action"}
     assert (NODE / "resource" / "anima_sam2_ros").is_file() and (NODE / "setup.cfg").is_file()
+
+
+def _imported(paths) -> set:
+    """Top-level modules imported anywhere in ``paths`` (also inside functions)."""
+    names = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def _ros_keys(modules: set) -> set:
+    """The rosdep keys of imported modules: the known Python ones and every ROS package name."""
+    return {MODULE_KEYS[m] for m in modules if m in MODULE_KEYS} | (modules & ROS_PACKAGES)
+
+
+def test_every_imported_ros_package_and_cli_verb_is_declared():
+    """What the code imports is an exec_depend; what only the tests use (imports, `ros2 VERB`
+    command lines) is a test_depend: rosdep installs exactly these on a robot."""
+    node = _deps(NODE)
+    runtime = set(node["exec_depend"]) | set(node["depend"])
+    code = sorted((NODE / "anima_sam2_ros").rglob("*.py")) + sorted((NODE / "launch").glob("*.py"))
+    missing = _ros_keys(_imported(code)) - runtime
+    assert not missing, f"package.xml: imported by the package, not an exec_depend: {sorted(missing)}"
+    tests = sorted((NODE / "test").rglob("*.py"))
+    text = "\n".join(p.read_text() for p in tests) + (REPO / "README.md").read_text()
+    verbs = set(re.findall(r"\bros2 (launch|run|lifecycle|service|action|topic|param|pkg|daemon)\b", text))
+    verbs |= set(re.findall(r'"ros2", "([a-z]+)"', text))
+    cli = {f"ros2{v}" for v in verbs if v != "daemon"} | ({"ros2cli"} if "daemon" in verbs else set())
+    missing = (_ros_keys(_imported(tests)) | cli) - runtime - set(node["test_depend"]) - {"anima_sam2_msgs"}
+    assert not missing, f"package.xml: used by the tests / README, not declared: {sorted(missing)}"
 
 
 @pytest.mark.ros

@@ -112,6 +112,9 @@ def test_bursts_are_all_answered_while_a_goal_and_lifecycle_queries_run(env):
         assert busy_msgs and all(f"segment_queue = {QUEUE}" in e for e in busy_msgs)
         assert not prober.failures, prober.failures[:3]
         assert len(prober.latencies) >= 3
+        # Not starved: a node whose executor threads all wait on inference answered these after
+        # 10-20 s (issue 13); the 1 s goal under 32 hiera-tiny calls is node_bench --load's number.
+        assert max(prober.latencies) < 5.0, sorted(prober.latencies)[-5:]
         assert frames_during >= 1  # the goal kept receiving frames
         handle.cancel_goal_async()
         status, result = client.result(handle)
