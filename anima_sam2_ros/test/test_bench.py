@@ -165,6 +165,12 @@ def test_cameras_bench_smoke(tmp_path, capsys):
                     "encoder_batched_over_one_by_one"):
             _positive(r[key], f"{r['cameras']}.{key}")
     assert report["results"][0]["batched_over_n_x_one_camera"] == 1.0
+    # Progress on stderr (stdout is only the JSON): a stage per camera count, every round counted.
+    err = captured.err
+    assert "[1/3] loading test-micro" in err and "[2/3] 1 camera(s)" in err, err
+    assert "[3/3] 2 camera(s)" in err, err
+    assert err.count("batched round 3/3") == 2 and "encoder one by one 3/3" in err, err
+    assert "done in" in err.splitlines()[-1], err
     assert main(["cameras", "--cameras", "1,x"]) == 2
 
 

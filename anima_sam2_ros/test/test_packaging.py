@@ -27,7 +27,7 @@ ROS_PACKAGES = {
     "builtin_interfaces", "std_msgs", "sensor_msgs", "geometry_msgs", "rclpy", "lifecycle_msgs",
     "action_msgs", "visualization_msgs", "diagnostic_msgs", "launch", "launch_ros",
     "ament_index_python", "vision_msgs", "ros2lifecycle", "ros2action", "ros2service", "ros2launch",
-    "ros2topic", "ros2run", "ros2pkg", "ros2cli", "rcl_interfaces", "rosidl_interface_packages",
+    "ros2topic", "ros2run", "ros2pkg", "ros2param", "ros2cli", "rcl_interfaces", "rosidl_interface_packages",
 }
 ROSDEP_PYTHON = {"python3-numpy", "python3-opencv", "python3-yaml", "python3-pytest", "python3-hypothesis"}
 #: Python modules whose rosdep key is not the module name (the rest are ROS packages of that name).
@@ -83,8 +83,11 @@ def _ros_keys(modules: set) -> set:
 
 
 def test_every_imported_ros_package_and_cli_verb_is_declared():
-    """What the code imports is an exec_depend; what only the tests use (imports, `ros2 VERB`
-    command lines) is a test_depend: rosdep installs exactly these on a robot."""
+    """What the code imports is an exec_depend; what the tests use is declared too.
+
+    Imports and `ros2 VERB` command lines of the tests and README: test_depend (or exec_depend).
+    rosdep installs exactly these on a robot.
+    """
     node = _deps(NODE)
     runtime = set(node["exec_depend"]) | set(node["depend"])
     code = sorted((NODE / "anima_sam2_ros").rglob("*.py")) + sorted((NODE / "launch").glob("*.py"))

@@ -1,7 +1,7 @@
-"""The README's "Using the node" and "Prompting" commands, run as written with the real ROS 2 tools.
+"""The README's "Using the node", "Prompting" and "Pipelines" commands, run as written (real ROS 2 tools).
 
 Each command is taken from the README (``readme_commands``), so the text and the test cannot
-drift apart; the last test checks that every command of both sections ran. Where a README line
+drift apart; the last test checks that every command of the three sections ran. Where a README line
 needs real weights, the README says so on that line and the test appends the substitution it
 names (``model:=test-micro weights:=dummy``). ``ros2 launch`` runs in a subprocess and the
 lifecycle is driven by the launch files' own events; the assertions are on what the node answers.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shlex
 import shutil
 import signal
@@ -29,7 +30,7 @@ from ros_helpers import require_workspace
 
 pytestmark = [pytest.mark.ros, pytest.mark.tools, pytest.mark.slow]
 
-SECTIONS = ("Using the node", "Prompting")
+SECTIONS = ("Using the node", "Prompting", "Pipelines")
 #: Appended to a README line that needs real weights (the README line says so).
 NO_WEIGHTS_LAUNCH = " model:=test-micro weights:=dummy"
 NO_WEIGHTS_RUN = " -p model:=test-micro -p weights:=dummy"
@@ -49,20 +50,26 @@ def _tools_or_skip() -> str:
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> pathlib.Path:
-    """The colcon workspace root (``install/`` is relative to it in the README)."""
+    """A colcon workspace root (``install/`` is relative to it in the README) of this lane.
+
+    The Jazzy lane installs into ``install-jazzy/``: a workspace root whose ``install`` is this
+    lane's install space, so ``install/anima_sam2_ros/...`` in a README line is the lane's own.
+    """
     require_workspace()
     _tools_or_skip()
     from ament_index_python.packages import get_package_prefix
 
-    root = pathlib.Path(get_package_prefix("anima_sam2_ros")).parents[1]
-    assert (root / "install" / "anima_sam2_ros").is_dir()
+    install = pathlib.Path(get_package_prefix("anima_sam2_ros")).parent
+    root = tmp_path_factory.mktemp("ws")
+    (root / "install").symlink_to(install, target_is_directory=True)
+    assert (root / "install/anima_sam2_ros/share/anima_sam2_ros/config/sam2.yaml").is_file()
     yield root
     subprocess.run(["ros2", "daemon", "stop"], capture_output=True, timeout=30)
 
 
-def readme(prefix: str) -> str:
-    """The one README command (of both sections) that starts with ``prefix``; marked as run."""
-    found = [c for s in SECTIONS for c in commands(s) if c.startswith(prefix)]
+def readme(prefix: str, section: Optional[str] = None) -> str:
+    """The one README command (of ``section``, else of all three) starting with ``prefix``; marked as run."""
+    found = [c for s in ((section,) if section else SECTIONS) for c in commands(s) if c.startswith(prefix)]
     assert len(found) == 1, f"README: {len(found)} commands start with {prefix!r}"
     _ran.add(found[0])
     return found[0]
@@ -148,7 +155,7 @@ def _graceful(bg: Background) -> None:
 
 def test_sam2_launch_reaches_active_and_answers(ws, tmp_path):
     """``sam2.launch.py`` with the README's camera remaps, a camera publishing there."""
-    line = readme("ros2 launch anima_sam2_ros sam2.launch.py")
+    line = readme("ros2 launch anima_sam2_ros sam2.launch.py", "Using the node")
     assert "model:=test-micro weights:=dummy" in _comment_above(line), "README must name the substitution"
     node = Background(line + NO_WEIGHTS_LAUNCH, ws, tmp_path / "launch.log")
     camera = Background("ros2 run anima_sam2_ros camera_source --ros-args -r __ns:=/camera/color",
@@ -192,8 +199,38 @@ def test_demo_launch_without_rviz_and_every_prompting_command(ws, tmp_path):
         echo.proc.wait(60)
         echo.stop()
         assert "frame_id: camera_optical_frame" in echo.output(), echo.output()
+        _ctrl_c_on_send_goal(ws, tmp_path, demo)
     finally:
         _graceful(demo)
+
+
+def _ctrl_c_on_send_goal(ws: pathlib.Path, tmp_path: pathlib.Path, node: Background) -> None:
+    """What the README says of Ctrl-C on ``ros2 action send_goal``.
+
+    ros2cli sends the cancel request, then prints its exception; the node cancels the goal (or,
+    had the request been lost, ends it ``client_gone`` after ``client_lost_timeout``). The README's
+    goal with ``max_frames: 0`` (until cancelled): it cannot end on its own first.
+    """
+    line = readme("ros2 action send_goal --feedback /sam2_node/track")
+    assert "max_frames: 100" in line
+    ended = re.compile(r"track goal ended: (canceled|client_gone) after \d+ frame")
+    ended_before = len(ended.findall(node.output()))
+    goal = Background(line.replace("max_frames: 100", "max_frames: 0"), ws, tmp_path / "send_goal.log")
+    deadline = time.monotonic() + 120
+    while "Feedback:" not in goal.output() and time.monotonic() < deadline and goal.proc.poll() is None:
+        time.sleep(0.5)
+    assert "Feedback:" in goal.output(), goal.output()[-2000:]
+    goal.stop()
+    assert "Exception while canceling goal" in goal.output(), goal.output()[-2000:]
+    deadline = time.monotonic() + 60  # client_gone: client_lost_timeout 10 s after it left the graph
+    while len(ended.findall(node.output())) == ended_before and time.monotonic() < deadline:
+        time.sleep(1.0)
+    reasons = ended.findall(node.output())[ended_before:]
+    assert reasons, node.output()[-3000:]
+    print(f"Ctrl-C on ros2 action send_goal: the goal ended {reasons[0]}")
+    readme_text = pathlib.Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+    assert "Exception while canceling goal: None" in readme_text and f"`track goal ended: {reasons[0]}`" \
+        in readme_text or reasons[0] == "client_gone"
 
 
 def test_ros2_run_node_with_autostart_and_lifecycle_commands(ws, tmp_path):
@@ -201,7 +238,7 @@ def test_ros2_run_node_with_autostart_and_lifecycle_commands(ws, tmp_path):
 
     With autostart off, the README's ``ros2 lifecycle set`` lines configure and activate it.
     """
-    line = readme("ros2 run anima_sam2_ros sam2_node")
+    line = readme("ros2 run anima_sam2_ros sam2_node", "Using the node")
     assert "-p model:=test-micro -p weights:=dummy" in _comment_above(line)
     node = Background(line + NO_WEIGHTS_RUN, ws, tmp_path / "autostart.log")
     try:
@@ -221,7 +258,51 @@ def test_ros2_run_node_with_autostart_and_lifecycle_commands(ws, tmp_path):
         _graceful(node)
 
 
-def test_every_readme_command_of_both_sections_ran():
+def test_pipelines_depth_camera_click_and_3d_output(ws, tmp_path):
+    """"Pipelines": the perception node, the synthetic RGB-D camera, a click, ``~/detections_3d``.
+
+    Then the same node from the launch file with a params file (``my_sam2.yaml``).
+    """
+    import yaml
+
+    line = readme("ros2 run anima_sam2_ros sam2_node", "Pipelines")
+    assert "-p model:=test-micro -p weights:=dummy" in _comment_above(line), "README: name the substitution"
+    camera_line = readme("ros2 run anima_sam2_ros camera_source", "Pipelines")
+    camera = Background(camera_line, ws, tmp_path / "cam.log")
+    node = Background(line + NO_WEIGHTS_RUN, ws, tmp_path / "pipeline.log")
+    try:
+        wait_state(ws, "active [3]", node)
+        click = readme("ros2 topic pub --once /clicked_point", "Pipelines")
+        deadline = time.monotonic() + 60
+        while "new object" not in node.output() and time.monotonic() < deadline:
+            run(click, ws, timeout=60)  # a click before the node holds a frame is refused: again
+            time.sleep(1.0)
+        assert "click at pixel (320.0, 240.0): new object" in node.output(), node.output()[-3000:]
+        # Published for the tracked frames once paired with the depth image of the same stamp.
+        out = run(readme("ros2 topic echo --once /sam2_node/detections_3d", "Pipelines"), ws, timeout=90)
+        assert out.split() == ["camera_optical_frame", "---"], out[-2000:]
+        assert "no 3D output" not in node.output(), node.output()[-3000:]
+    finally:
+        _graceful(node)
+
+    params = yaml.safe_load((ws / "install/anima_sam2_ros/share/anima_sam2_ros/config/sam2.yaml").read_text())
+    params["/**"]["ros__parameters"]["topics"].update({
+        "detections": "/yolo/detections", "depth": "/camera/aligned_depth_to_color/image_raw",
+        "clicked_point": "/clicked_point"})
+    (ws / "my_sam2.yaml").write_text(yaml.safe_dump(params))
+    launch = readme("ros2 launch anima_sam2_ros sam2.launch.py", "Pipelines")
+    assert "model:=test-micro weights:=dummy" in _comment_above(launch)
+    node = Background(launch + NO_WEIGHTS_LAUNCH, ws, tmp_path / "pipeline_launch.log")
+    try:
+        wait_state(ws, "active [3]", node)
+        params_out = run("ros2 param get /sam2_node topics.depth", ws)
+        assert "/camera/aligned_depth_to_color/image_raw" in params_out, params_out
+    finally:
+        camera.stop()
+        _graceful(node)
+
+
+def test_every_readme_command_of_the_three_sections_ran():
     _tools_or_skip()
     every = {c for s in SECTIONS for c in commands(s)}
     assert _ran == every, f"README commands no test ran: {sorted(every - _ran)}"

@@ -47,17 +47,26 @@ def summarize(times_ms: Sequence[float]) -> Dict[str, Any]:
             "mean": float(statistics.fmean(vals)), "runs": len(vals)}
 
 
-def time_calls(fn: Callable[[], Any], runs: int, warmup: int = 1) -> Dict[str, Any]:
-    """``summarize`` of ``runs`` timed calls of ``fn`` (ms) after ``warmup`` untimed ones."""
+def time_calls(fn: Callable[[], Any], runs: int, warmup: int = 1,
+               step: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
+    """``summarize`` of ``runs`` timed calls of ``fn`` (ms) after ``warmup`` untimed ones.
+
+    ``step(done, total)`` after each call (progress lines), warm-up included.
+    """
     import time
 
-    for _ in range(warmup):
+    total = warmup + runs
+    for i in range(warmup):
         fn()
+        if step is not None:
+            step(i + 1, total)
     times = []
-    for _ in range(runs):
+    for i in range(runs):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1000.0)
+        if step is not None:
+            step(warmup + i + 1, total)
     return summarize(times)
 
 

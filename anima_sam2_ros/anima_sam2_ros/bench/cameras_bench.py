@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from anima_sam2_ros.progress import Progress, callback
+
 from . import (
     SCHEMA_VERSION,
     add_model_arguments,
@@ -55,7 +57,8 @@ def _prompt(width: int, height: int) -> Any:
     return Prompt(box=np.array([width / 4, height / 3, width / 2, 2 * height / 3], np.float64), object_id=1)
 
 
-def _measure(lm: Any, n: int, width: int, height: int, runs: int, warmup: int) -> Dict[str, Any]:
+def _measure(lm: Any, n: int, width: int, height: int, runs: int, warmup: int,
+             progress: Optional[Progress] = None) -> Dict[str, Any]:
     """One camera count: batched and sequential rounds, and the encoder alone."""
     import torch
 
@@ -93,16 +96,24 @@ def _measure(lm: Any, n: int, width: int, height: int, runs: int, warmup: int) -
             for p in pixels:
                 lm.model.get_image_features(p, return_dict=True)
 
-    return {"cameras": n,
-            "batched_ms": time_calls(round_batched, runs, warmup),
-            "sequential_ms": time_calls(round_sequential, runs, warmup),
-            "encoder_batched_ms": time_calls(encode_batched, runs, warmup),
-            "encoder_one_by_one_ms": time_calls(encode_one_by_one, runs, warmup)}
+    kinds = {"batched_ms": (round_batched, "batched round"),
+             "sequential_ms": (round_sequential, "sequential round"),
+             "encoder_batched_ms": (encode_batched, "encoder batch"),
+             "encoder_one_by_one_ms": (encode_one_by_one, "encoder one by one")}
+    out: Dict[str, Any] = {"cameras": n}
+    for key, (fn, what) in kinds.items():
+        out[key] = time_calls(fn, runs, warmup, callback(progress, what))
+    return out
 
 
-def run(lm: Any, counts: List[int], width: int, height: int, runs: int, warmup: int) -> List[Dict[str, Any]]:
-    """The measurements for every camera count, with the ratios."""
-    rows = [_measure(lm, n, width, height, runs, warmup) for n in counts]
+def run(lm: Any, counts: List[int], width: int, height: int, runs: int, warmup: int,
+        progress: Optional[Progress] = None) -> List[Dict[str, Any]]:
+    """The measurements for every camera count, with the ratios (a progress stage per count)."""
+    rows = []
+    for n in counts:
+        if progress is not None:
+            progress.stage(f"{n} camera(s): {warmup} + {runs} rounds of each kind at {width}x{height}")
+        rows.append(_measure(lm, n, width, height, runs, warmup, progress))
     one = next((r for r in rows if r["cameras"] == 1), None)
     for row in rows:
         n = row["cameras"]
@@ -154,8 +165,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    progress = Progress(1 + len(counts))  # stderr: stdout stays the table / JSON
+    progress.stage(f"loading {args.model} ({args.precision})")
     lm = load_model(args.model, weights=args.weights, precision=args.precision, device=args.device)
-    rows = run(lm, counts, width, height, max(1, args.runs), max(0, args.warmup))
+    rows = run(lm, counts, width, height, max(1, args.runs), max(0, args.warmup), progress)
+    progress.done()
     report: Dict[str, Any] = {
         "schema": SCHEMA_VERSION, "bench": "cameras", "machine": machine_info(torch, lm.device),
         "config": {"model": lm.name, "weights": lm.weights_source, "dummy": lm.is_dummy,

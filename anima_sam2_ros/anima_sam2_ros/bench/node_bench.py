@@ -904,7 +904,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.pop("ROS_STATIC_PEERS", None)
     domain = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 39
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    log = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    # Progress on stderr: the engine reference, the node's start, then per resolution its phases.
+    from anima_sam2_ros.progress import Progress
+
+    progress = Progress(2 + len(resolutions) * (4 + (1 if args.load > 0 else 0)), enabled=not args.json)
+    log = None if args.json else (lambda msg: progress.stage(msg.rstrip(" .")))
     try:
         report = run_node_bench(model=args.model, weights=args.weights, precision=args.precision,
                                 device=args.device, resolutions=resolutions, runs=args.runs,
@@ -921,6 +925,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    progress.done()
     return emit_report(report, args, format_report)
 
 

@@ -266,9 +266,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"perception bench: {exc}", file=sys.stderr)
         return 2
 
+    from anima_sam2_ros.progress import Progress
+
+    progress = Progress(1 if args.skip_node else 2, enabled=not args.json)  # stderr, as the other benches
+
     def say(text: str) -> None:
-        if not args.json:
-            print(text, file=sys.stderr, flush=True)
+        progress.stage(text.rstrip(" ."))
 
     say("3D extraction ...")
     report: Dict[str, Any] = {"schema": SCHEMA_VERSION, "bench": "perception", "machine": machine_info(),
@@ -280,6 +283,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["node"] = run_node(args.model, args.weights, args.precision, args.device, width, height,
                                   max(1, args.trials), max(0.1, args.rate), args.threads,
                                   args.start_timeout, say)
+    progress.done()
     return emit_report(report, args, format_report)
 
 
