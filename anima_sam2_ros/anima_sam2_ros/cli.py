@@ -86,11 +86,17 @@ def missing_dependency(name: Optional[str], sub: str) -> Optional[str]:
     return "error: " + hint.format(command=f"anima-sam2 {sub}", sub=sub)
 
 
-def _check_needs(sub: str) -> Optional[str]:
-    """The message for the first module of ``NEEDS[sub]`` that is not importable, else None."""
+#: Options of a sub-command that read or write image files (OpenCV), checked with NEEDS.
+IMAGE_FILE_OPTIONS: Dict[str, Tuple[str, ...]] = {"segment": ("--out", "--overlay", "--image-file", "-i")}
+
+
+def _check_needs(sub: str, argv: Sequence[str] = ()) -> Optional[str]:
+    """The message for the first module ``sub`` needs (with ``argv``'s options) that is missing, else None."""
     import importlib.util
 
-    for module in NEEDS.get(sub, ()):
+    options = IMAGE_FILE_OPTIONS.get(sub, ())
+    files = any(a in options or a.split("=", 1)[0] in options for a in argv)
+    for module in (("cv2",) if files else ()) + NEEDS.get(sub, ()):
         try:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):
@@ -674,7 +680,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     wants_help = any(a in ("-h", "--help") for a in argv[1:])
     try:
         if sub in NEEDS and not wants_help:
-            message = _check_needs(sub)
+            message = _check_needs(sub, argv[1:])
             if message:
                 print(message, file=sys.stderr)
                 return EXIT_MISSING

@@ -15,6 +15,25 @@ HERE = pathlib.Path(__file__).resolve().parent
 pytestmark = pytest.mark.ros
 
 
+def test_a_client_uses_the_interfaces_without_torch_or_the_node_package():
+    """What a client node depending on ``anima_sam2_msgs`` alone does: builds and serializes requests."""
+    require_workspace()
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['anima_sam2_ros'] = None\n"
+            "from rclpy.serialization import serialize_message\n"
+            "from anima_sam2_msgs.srv import Segment\n"
+            "from anima_sam2_msgs.action import Track\n"
+            "from anima_sam2_msgs.msg import Prompt\n"
+            "req = Segment.Request(prompts=[Prompt(object_id=1, box=[1.0, 2.0, 3.0, 4.0])])\n"
+            "goal = Track.Goal(prompts=req.prompts, max_frames=5)\n"
+            "print(len(serialize_message(req)), len(serialize_message(goal)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert all(int(n) > 0 for n in proc.stdout.split()), proc.stdout
+
+
 def test_interfaces_come_from_the_msgs_package_and_the_node_package_is_installed_whole():
     """Clients import anima_sam2_msgs alone; colcon installs every module of anima_sam2_ros."""
     require_workspace()

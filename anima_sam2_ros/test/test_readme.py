@@ -11,7 +11,9 @@ The lines come out of README.md (``readme_commands``), so text and test cannot d
   the substitutions the README documents under them (test-micro, dummy weights, fewer scenes) and
   ``HOME`` in a temporary folder.
 
-The README's ROS sections ("Using the node", "Prompting") are run by test_readme_ros.py.
+* "Performance": every bench line is parsed by that bench's own argument parser.
+
+The README's ROS sections ("Using the node", "Prompting", "Pipelines") are run by test_readme_ros.py.
 """
 
 from __future__ import annotations
@@ -166,3 +168,63 @@ def test_missing_optional_dependencies_are_one_line(tmp_path):
                                    '(in a checkout: pip install ".[int8]"; on a robot the torchao release '
                                    'matching its torch)')
     assert not (tmp_path / "x").exists() and "loaded" not in proc.stdout
+    # OpenCV absent: `segment --out` (writes a PNG) says so before it contacts a node.
+    code = ("import sys; sys.modules['cv2'] = None\n"
+            "from anima_sam2_ros.cli import main\n"
+            "sys.exit(main(['segment', '--point', '5,5', '--out', 'mask.png']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == ('error: anima-sam2 segment needs OpenCV: pip install "anima-sam2[images]" '
+                                   '(or opencv-python-headless)')
+
+
+class _ParsedError(Exception):
+    """Raised instead of running a bench once its own parser accepted the README's arguments."""
+
+
+def _performance_bench_lines() -> list:
+    """Every bench command line of "Performance": ``(module or 'cli', argv)``, continuations joined."""
+    from readme_commands import _sections
+
+    body = "".join(text for title, text in _sections(README.read_text()) if title.startswith("Performance"))
+    joined = body.replace("\\\n", " ")
+    out = []
+    for line in joined.splitlines():
+        line = line.strip().strip("`").rstrip("'")
+        if "-m anima_sam2_ros.bench." in line:
+            module, _, rest = line.partition("-m anima_sam2_ros.bench.")[2].partition(" ")
+            out.append((module.rstrip("'"), shlex.split(rest)))
+        elif line.startswith(".venv/bin/anima-sam2 bench"):
+            out.append(("cli", shlex.split(line)[1:]))
+    return out
+
+
+def test_performance_bench_lines_parse_with_the_benches_own_parsers(monkeypatch):
+    """Each README bench line's flags are the bench's flags (running them takes minutes to hours).
+
+    The bench's own ``main`` runs until its parser has accepted the arguments (a flag renamed in
+    the code fails here: argparse exits 2), then stops.
+    """
+    import argparse
+    import importlib
+
+    lines = _performance_bench_lines()
+    benches = {"engine_bench", "stream_bench", "node_bench", "perception_bench", "cli"}
+    assert {m for m, _ in lines} >= benches, lines
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        ns = original(self, args, namespace)
+        if self.prog.startswith("anima-sam2 bench"):
+            raise _ParsedError(ns)
+        return ns
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    for module, argv in lines:
+        if module == "cli":
+            from anima_sam2_ros.cli import main
+        else:
+            main = importlib.import_module(f"anima_sam2_ros.bench.{module}").main
+        with pytest.raises(_ParsedError):
+            main(argv)
