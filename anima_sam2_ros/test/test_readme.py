@@ -158,25 +158,27 @@ def test_missing_optional_dependencies_are_one_line(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
         assert "needs ROS 2" in proc.stderr and "install/setup.bash" in proc.stderr
     # torchao absent (hidden from the import system: it is installed here): one line, before any load.
-    code = ("import sys; sys.modules['torchao'] = None\n"
-            "from anima_sam2_ros.cli import main\n"
-            "sys.exit(main(['quantize', '--model', 'test-micro', '--weights', 'dummy', '--out', 'x']))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 4, proc.stdout + proc.stderr
+    proc = _cli_without("torchao", ["quantize", "--model", "test-micro", "--weights", "dummy", "--out", "x"],
+                        tmp_path, env)
     assert proc.stderr.strip() == ('error: anima-sam2 quantize needs torchao: pip install "anima-sam2[int8]" '
                                    '(in a checkout: pip install ".[int8]"; on a robot the torchao release '
                                    'matching its torch)')
     assert not (tmp_path / "x").exists() and "loaded" not in proc.stdout
     # OpenCV absent: `segment --out` (writes a PNG) says so before it contacts a node.
-    code = ("import sys; sys.modules['cv2'] = None\n"
-            "from anima_sam2_ros.cli import main\n"
-            "sys.exit(main(['segment', '--point', '5,5', '--out', 'mask.png']))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 4, proc.stdout + proc.stderr
+    proc = _cli_without("cv2", ["segment", "--point", "5,5", "--out", "mask.png"], tmp_path, env)
     assert proc.stderr.strip() == ('error: anima-sam2 segment needs OpenCV: pip install "anima-sam2[images]" '
                                    '(or opencv-python-headless)')
+
+
+def _cli_without(module: str, argv: list, cwd: pathlib.Path, env: dict) -> subprocess.CompletedProcess:
+    """``anima-sam2 ARGV`` in a fresh process where ``module`` cannot be imported; must exit 4."""
+    code = (f"import sys; sys.modules[{module!r}] = None\n"
+            "from anima_sam2_ros.cli import main\n"
+            f"sys.exit(main({argv!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    return proc
 
 
 class _ParsedError(Exception):
