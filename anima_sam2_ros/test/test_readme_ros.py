@@ -207,7 +207,7 @@ def test_demo_launch_without_rviz_and_every_prompting_command(ws, tmp_path):
 def _ctrl_c_on_send_goal(ws: pathlib.Path, tmp_path: pathlib.Path, node: Background) -> None:
     """What the README says of Ctrl-C on ``ros2 action send_goal``.
 
-    ros2cli sends the cancel request, then prints its exception; the node cancels the goal (or,
+    ros2cli sends the cancel request, then (mostly) prints its exception; the node cancels the goal (or,
     had the request been lost, ends it ``client_gone`` after ``client_lost_timeout``). The README's
     goal with ``max_frames: 0`` (until cancelled): it cannot end on its own first.
     """
@@ -221,7 +221,8 @@ def _ctrl_c_on_send_goal(ws: pathlib.Path, tmp_path: pathlib.Path, node: Backgro
         time.sleep(0.5)
     assert "Feedback:" in goal.output(), goal.output()[-2000:]
     goal.stop()
-    assert "Exception while canceling goal" in goal.output(), goal.output()[-2000:]
+    assert "Canceling goal..." in goal.output(), goal.output()[-2000:]  # ros2cli sent the cancel
+    # Then ros2cli races its own shutdown: `Exception while canceling goal: None` mostly, not always.
     deadline = time.monotonic() + 60  # client_gone: client_lost_timeout 10 s after it left the graph
     while len(ended.findall(node.output())) == ended_before and time.monotonic() < deadline:
         time.sleep(1.0)
