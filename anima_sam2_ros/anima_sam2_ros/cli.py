@@ -95,7 +95,7 @@ def _check_needs(sub: str, argv: Sequence[str] = ()) -> Optional[str]:
     import importlib.util
 
     options = IMAGE_FILE_OPTIONS.get(sub, ())
-    files = any(a in options or a.split("=", 1)[0] in options for a in argv)
+    files = any(a.split("=", 1)[0] in options for a in argv)  # --out x and --out=x
     for module in (("cv2",) if files else ()) + NEEDS.get(sub, ()):
         try:
             found = importlib.util.find_spec(module) is not None
